@@ -1,0 +1,3 @@
+"""guard: keeps AI coding agents inside a budget."""
+
+__version__ = "0.1.0"

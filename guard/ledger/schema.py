@@ -1,0 +1,109 @@
+"""Versioned migrations, written once for both backends.
+
+`{REAL}`, `{BIGINT}` and `{SERIAL}` are filled per dialect; everything else is portable SQL.
+A migration is never edited after it has shipped: add a new one.
+"""
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (1, [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            tool TEXT NOT NULL,
+            task TEXT NOT NULL,
+            developer TEXT NOT NULL,
+            team TEXT,
+            machine TEXT,
+            line TEXT,
+            status TEXT NOT NULL,
+            exit_code {BIGINT},
+            started_at {REAL} NOT NULL,
+            ended_at {REAL},
+            cwd TEXT NOT NULL DEFAULT '',
+            argv TEXT NOT NULL DEFAULT '[]',
+            limits TEXT NOT NULL DEFAULT '{{}}',
+            accuracy TEXT NOT NULL DEFAULT 'exact',
+            guard_pid {BIGINT},
+            agent_pid {BIGINT},
+            skipped_records {BIGINT} NOT NULL DEFAULT 0,
+            halt_ceiling TEXT,
+            halt_limit {REAL},
+            halt_used {REAL},
+            halt_action TEXT,
+            halt_message TEXT
+        )""",
+        "CREATE INDEX runs_task ON runs(task)",
+        "CREATE INDEX runs_started ON runs(started_at)",
+        "CREATE INDEX runs_status ON runs(status)",
+        """CREATE TABLE events (
+            run_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            source TEXT NOT NULL,
+            model TEXT,
+            input_tokens {BIGINT} NOT NULL DEFAULT 0,
+            output_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_write_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_write_1h_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_read_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cost_usd {REAL} NOT NULL DEFAULT 0,
+            stated_cost_usd {REAL},
+            price_known {BIGINT} NOT NULL DEFAULT 1,
+            steps {BIGINT} NOT NULL DEFAULT 0,
+            estimated {BIGINT} NOT NULL DEFAULT 0,
+            interrupted {BIGINT} NOT NULL DEFAULT 0,
+            ts {REAL} NOT NULL,
+            PRIMARY KEY (run_id, key)
+        )""",
+        "CREATE INDEX events_ts ON events(ts)",
+        """CREATE TABLE notices (
+            run_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            message TEXT NOT NULL,
+            ts {REAL} NOT NULL,
+            PRIMARY KEY (run_id, key)
+        )""",
+        """CREATE TABLE approvals (
+            id {SERIAL},
+            run_id TEXT,
+            task TEXT NOT NULL,
+            ceiling TEXT NOT NULL,
+            amount {REAL},
+            approved_by TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            ts {REAL} NOT NULL
+        )""",
+        "CREATE INDEX approvals_task ON approvals(task)",
+        """CREATE TABLE task_halts (
+            task TEXT NOT NULL,
+            ceiling TEXT NOT NULL,
+            run_id TEXT NOT NULL,
+            ts {REAL} NOT NULL,
+            PRIMARY KEY (task, ceiling)
+        )""",
+        """CREATE TABLE controls (
+            id {SERIAL},
+            run_id TEXT NOT NULL,
+            action TEXT NOT NULL,
+            payload TEXT NOT NULL DEFAULT '{{}}',
+            created_at {REAL} NOT NULL,
+            done_at {REAL}
+        )""",
+        "CREATE INDEX controls_run ON controls(run_id)",
+    ]),
+]
+
+DIALECTS = {
+    "sqlite": {"REAL": "REAL", "BIGINT": "INTEGER", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"REAL": "DOUBLE PRECISION", "BIGINT": "BIGINT", "SERIAL": "BIGSERIAL PRIMARY KEY"},
+}
+
+
+def statements(dialect: str, version: int) -> list[str]:
+    types = DIALECTS[dialect]
+    for v, stmts in MIGRATIONS:
+        if v == version:
+            return [s.format(**types) for s in stmts]
+    raise KeyError(version)
+
+
+LATEST = MIGRATIONS[-1][0]

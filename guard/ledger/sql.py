@@ -1,0 +1,289 @@
+"""The ledger's queries, shared by SQLite and PostgreSQL. Subclasses supply a connection and a
+dialect; every query is written once here with `?` placeholders."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from guard.errors import UnknownRun
+from guard.ledger.records import Approval, Control, Halt, RunRecord
+from guard.ledger.schema import LATEST, statements
+from guard.usage import Totals, UsageEvent
+
+_RUN_COLUMNS = (
+    "id, tool, task, developer, team, machine, line, status, exit_code, started_at, ended_at, cwd, "
+    "argv, limits, accuracy, guard_pid, agent_pid, skipped_records, halt_ceiling, halt_limit, "
+    "halt_used, halt_action, halt_message"
+)
+_USAGE_SUMS = (
+    "COALESCE(SUM(e.input_tokens),0), COALESCE(SUM(e.output_tokens),0), "
+    "COALESCE(SUM(e.cache_write_tokens),0), COALESCE(SUM(e.cache_read_tokens),0), "
+    "COALESCE(SUM(e.cost_usd),0), COALESCE(SUM(e.steps),0), COUNT(e.key)"
+)
+
+
+def _totals(row: Sequence[Any]) -> Totals:
+    return Totals(int(row[0]), int(row[1]), int(row[2]), int(row[3]), float(row[4]), int(row[5]), int(row[6]))
+
+
+class SqlLedger(ABC):
+    dialect: str = "sqlite"
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+
+    # -- dialect seam -----------------------------------------------------------------------
+
+    @abstractmethod
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in the current transaction (or autocommit) and return its rows."""
+
+    @abstractmethod
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction; nested use joins the outer one."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def describe(self) -> str:
+        return self.dialect
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        with self.transaction():
+            self._execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            rows = self._execute("SELECT MAX(version) FROM schema_version")
+            current = rows[0][0] or 0
+            for version in range(current + 1, LATEST + 1):
+                for stmt in statements(self.dialect, version):
+                    self._execute(stmt)
+                self._execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord) -> None:
+        with self.transaction():
+            self._execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)})",
+                self._run_params(run),
+            )
+
+    def _run_params(self, r: RunRecord) -> tuple[Any, ...]:
+        h = r.halt
+        return (
+            r.id, r.tool, r.task, r.developer, r.team, r.machine, r.line, r.status, r.exit_code,
+            r.started_at, r.ended_at, r.cwd, json.dumps(r.argv), json.dumps(r.limits), r.accuracy,
+            r.guard_pid, r.agent_pid, r.skipped_records,
+            h.ceiling if h else None, h.limit if h else None, h.used if h else None,
+            h.action if h else None, h.message if h else None,
+        )
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        if "halt" in fields:
+            h: Halt | None = fields.pop("halt")
+            fields.update(halt_ceiling=h.ceiling if h else None, halt_limit=h.limit if h else None,
+                          halt_used=h.used if h else None, halt_action=h.action if h else None,
+                          halt_message=h.message if h else None)
+        for k in ("argv", "limits"):
+            if k in fields:
+                fields[k] = json.dumps(fields[k])
+        if not fields:
+            return
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self.transaction():
+            self._execute(f"UPDATE runs SET {cols} WHERE id = ?", (*fields.values(), run_id))
+
+    def get_run(self, run_id: str) -> RunRecord:
+        rows = self._execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            rows = self._execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id LIKE ?", (run_id + "%",))
+            if len(rows) != 1:
+                raise UnknownRun(f"no run {run_id!r}" if not rows else f"run id {run_id!r} is ambiguous")
+        run = self._run(rows[0])
+        run.usage = self.run_totals(run.id)
+        return run
+
+    def list_runs(self, *, status: Sequence[str] | None = None, since: float | None = None,
+                  until: float | None = None, limit: int | None = None) -> list[RunRecord]:
+        where, params = [], []
+        if status:
+            where.append(f"status IN ({', '.join('?' * len(status))})")
+            params.extend(status)
+        if since is not None:
+            where.append("started_at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("started_at < ?")
+            params.append(until)
+        sql = f"SELECT {_RUN_COLUMNS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY started_at DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        runs = [self._run(r) for r in self._execute(sql, params)]
+        usage = self._usage_by_run([r.id for r in runs])
+        for r in runs:
+            r.usage = usage.get(r.id, Totals())
+        return runs
+
+    def _usage_by_run(self, ids: list[str]) -> dict[str, Totals]:
+        out: dict[str, Totals] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            rows = self._execute(
+                f"SELECT e.run_id, {_USAGE_SUMS} FROM events e WHERE e.run_id IN "
+                f"({', '.join('?' * len(chunk))}) GROUP BY e.run_id", chunk)
+            for row in rows:
+                out[row[0]] = _totals(row[1:])
+        return out
+
+    @staticmethod
+    def _run(row: Sequence[Any]) -> RunRecord:
+        halt = Halt(row[18], row[19], row[20], row[21], row[22] or "") if row[18] else None
+        return RunRecord(
+            id=row[0], tool=row[1], task=row[2], developer=row[3], team=row[4], machine=row[5],
+            line=row[6], status=row[7], exit_code=row[8], started_at=row[9], ended_at=row[10],
+            cwd=row[11], argv=json.loads(row[12]), limits=json.loads(row[13]), accuracy=row[14],
+            guard_pid=row[15], agent_pid=row[16], skipped_records=row[17], halt=halt,
+        )
+
+    # -- usage ------------------------------------------------------------------------------
+
+    def upsert_event(self, run_id: str, ev: UsageEvent, cost_usd: float, price_known: bool) -> None:
+        """Write the merged view of one model call. Idempotent: the same key replaces its row."""
+        params = (
+            run_id, ev.key, ev.source, ev.model, ev.input_tokens, ev.output_tokens,
+            ev.cache_write_tokens, ev.cache_write_1h_tokens, ev.cache_read_tokens, cost_usd,
+            ev.cost_usd, int(price_known), ev.steps, int(ev.estimated), int(ev.interrupted), ev.ts,
+        )
+        with self.transaction():
+            self._execute(
+                "INSERT INTO events (run_id, key, source, model, input_tokens, output_tokens, "
+                "cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, cost_usd, "
+                "stated_cost_usd, price_known, steps, estimated, interrupted, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, key) DO UPDATE SET source = excluded.source, "
+                "model = excluded.model, input_tokens = excluded.input_tokens, "
+                "output_tokens = excluded.output_tokens, cache_write_tokens = excluded.cache_write_tokens, "
+                "cache_write_1h_tokens = excluded.cache_write_1h_tokens, "
+                "cache_read_tokens = excluded.cache_read_tokens, cost_usd = excluded.cost_usd, "
+                "stated_cost_usd = excluded.stated_cost_usd, price_known = excluded.price_known, "
+                "steps = excluded.steps, estimated = excluded.estimated, "
+                "interrupted = excluded.interrupted",
+                params,
+            )
+
+    def run_events(self, run_id: str) -> list[tuple[UsageEvent, float, bool]]:
+        rows = self._execute(
+            "SELECT key, source, model, input_tokens, output_tokens, cache_write_tokens, "
+            "cache_write_1h_tokens, cache_read_tokens, cost_usd, stated_cost_usd, price_known, steps, "
+            "estimated, interrupted, ts FROM events WHERE run_id = ? ORDER BY ts", (run_id,))
+        return [
+            (UsageEvent(key=r[0], source=r[1], model=r[2], input_tokens=r[3], output_tokens=r[4],
+                        cache_write_tokens=r[5], cache_write_1h_tokens=r[6], cache_read_tokens=r[7],
+                        cost_usd=r[9], steps=r[11], estimated=bool(r[12]), interrupted=bool(r[13]),
+                        ts=r[14]), float(r[8]), bool(r[10]))
+            for r in rows
+        ]
+
+    def run_totals(self, run_id: str) -> Totals:
+        rows = self._execute(f"SELECT {_USAGE_SUMS} FROM events e WHERE e.run_id = ?", (run_id,))
+        return _totals(rows[0])
+
+    def task_totals(self, task: str, exclude_run: str | None = None) -> Totals:
+        rows = self._execute(
+            f"SELECT {_USAGE_SUMS} FROM events e JOIN runs r ON r.id = e.run_id "
+            "WHERE r.task = ? AND r.id <> ?", (task, exclude_run or ""))
+        return _totals(rows[0])
+
+    def task_elapsed(self, task: str, exclude_run: str | None = None) -> float:
+        """Wall-clock seconds the task's finished runs took (the time ceiling spans runs too)."""
+        rows = self._execute(
+            "SELECT COALESCE(SUM(ended_at - started_at), 0) FROM runs "
+            "WHERE task = ? AND id <> ? AND ended_at IS NOT NULL", (task, exclude_run or ""))
+        return float(rows[0][0])
+
+    # -- notices, approvals, task halts ---------------------------------------------------------
+
+    def add_notice(self, run_id: str, key: str, message: str) -> bool:
+        """True when this notice is new for the run (shown once per key)."""
+        with self.transaction():
+            if self._execute("SELECT 1 FROM notices WHERE run_id = ? AND key = ?", (run_id, key)):
+                return False
+            self._execute("INSERT INTO notices (run_id, key, message, ts) VALUES (?, ?, ?, ?)",
+                          (run_id, key, message, time.time()))
+            return True
+
+    def notices(self, run_id: str) -> list[tuple[str, str, float]]:
+        return [(r[0], r[1], r[2]) for r in self._execute(
+            "SELECT key, message, ts FROM notices WHERE run_id = ? ORDER BY ts", (run_id,))]
+
+    def add_approval(self, a: Approval) -> None:
+        with self.transaction():
+            self._execute(
+                "INSERT INTO approvals (run_id, task, ceiling, amount, approved_by, reason, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (a.run_id, a.task, a.ceiling, a.amount, a.approved_by, a.reason, a.ts or time.time()))
+            # a raise re-opens a task that this ceiling had halted
+            self._execute("DELETE FROM task_halts WHERE task = ? AND ceiling = ?", (a.task, a.ceiling))
+
+    def approvals(self, task: str) -> list[Approval]:
+        rows = self._execute(
+            "SELECT run_id, task, ceiling, amount, approved_by, reason, ts FROM approvals "
+            "WHERE task = ? ORDER BY ts", (task,))
+        return [Approval(*r) for r in rows]
+
+    def task_raises(self, task: str) -> dict[str, float]:
+        """The total each task ceiling was raised by (approvals without a run: granted for the task)."""
+        rows = self._execute(
+            "SELECT ceiling, COALESCE(SUM(amount), 0) FROM approvals WHERE task = ? AND amount IS NOT NULL "
+            "GROUP BY ceiling", (task,))
+        return {r[0]: float(r[1]) for r in rows}
+
+    def mark_task_halted(self, task: str, ceiling: str, run_id: str) -> None:
+        with self.transaction():
+            self._execute("DELETE FROM task_halts WHERE task = ? AND ceiling = ?", (task, ceiling))
+            self._execute("INSERT INTO task_halts (task, ceiling, run_id, ts) VALUES (?, ?, ?, ?)",
+                          (task, ceiling, run_id, time.time()))
+
+    def task_halts(self, task: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._execute(
+            "SELECT ceiling, run_id FROM task_halts WHERE task = ?", (task,))]
+
+    # -- controls (guard stop / guard resume from another terminal) ------------------------------
+
+    def add_control(self, run_id: str, action: str, payload: dict[str, Any]) -> None:
+        with self.transaction():
+            self._execute("INSERT INTO controls (run_id, action, payload, created_at) VALUES (?, ?, ?, ?)",
+                          (run_id, action, json.dumps(payload), time.time()))
+
+    def take_controls(self, run_id: str) -> list[Control]:
+        with self.transaction():
+            rows = self._execute(
+                "SELECT id, run_id, action, payload FROM controls WHERE run_id = ? AND done_at IS NULL "
+                "ORDER BY id", (run_id,))
+            for r in rows:
+                self._execute("UPDATE controls SET done_at = ? WHERE id = ?", (time.time(), r[0]))
+        return [Control(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+
+    # -- spend over periods (developer / team / line ceilings, reports) -------------------------
+
+    def spend(self, since: float, until: float, *, developer: str | None = None,
+              team: str | None = None, line: str | None = None, exclude_run: str | None = None) -> Totals:
+        where, params = ["e.ts >= ?", "e.ts < ?", "r.id <> ?"], [since, until, exclude_run or ""]
+        for col, val in (("developer", developer), ("team", team), ("line", line)):
+            if val is not None:
+                where.append(f"r.{col} = ?")
+                params.append(val)
+        rows = self._execute(
+            f"SELECT {_USAGE_SUMS} FROM events e JOIN runs r ON r.id = e.run_id WHERE "
+            + " AND ".join(where), params)
+        return _totals(rows[0])
