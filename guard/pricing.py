@@ -134,6 +134,11 @@ class Pricer:
         usd = self._genai(ev, priciest, None) if priciest else None
         return Price(usd or 0.0, False, f"max:{priciest}")
 
+    def warm(self) -> None:
+        """Load the price data now (about a quarter second), not on the first usage line,
+        where it would delay the first decision."""
+        self.price(UsageEvent(key="warm", source="warm", model="claude-sonnet-4-6", input_tokens=1))
+
     def worst_case(self, model: str | None, input_tokens: int, max_output_tokens: int) -> float:
         """Upper bound of a request before it is sent: all input uncached, full max_tokens out."""
         ev = UsageEvent(key="estimate", source="estimate", model=model,

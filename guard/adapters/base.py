@@ -69,7 +69,9 @@ DEFAULT_STOP_SEQUENCE: tuple[tuple[signal.Signals, float], ...] = (
 
 class Adapter(ABC):
     name: str = "command"
-    executable: str | None = None   # the tool's binary name, for tools guard knows
+    # True when on_halt() asks the tool to end by itself (hooks, a refusing proxy): the run loop
+    # then waits the configured grace before sending any signal.
+    has_graceful_stop: bool = False
 
     @abstractmethod
     def prepare(self, ctx: LaunchContext) -> Launch:

@@ -90,6 +90,43 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         )""",
         "CREATE INDEX controls_run ON controls(run_id)",
     ]),
+    # 2: team budgets. Reservations bound admission across machines (rows of one reservation
+    # share an id, one row per scope); grants raise a scope's ceilings for the period they fall in;
+    # budget_notices makes a soft-threshold notice once per scope, period and threshold.
+    (2, [
+        """CREATE TABLE reservations (
+            id TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            usd {REAL} NOT NULL,
+            run_id TEXT,
+            created_at {REAL} NOT NULL,
+            expires_at {REAL} NOT NULL,
+            PRIMARY KEY (id, scope)
+        )""",
+        "CREATE INDEX reservations_scope ON reservations(scope, expires_at)",
+        """CREATE TABLE budget_grants (
+            id {SERIAL},
+            scope TEXT NOT NULL,
+            period TEXT,
+            usd {REAL} NOT NULL,
+            granted_by TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            ts {REAL} NOT NULL
+        )""",
+        "CREATE INDEX budget_grants_scope ON budget_grants(scope, ts)",
+        """CREATE TABLE budget_notices (
+            scope TEXT NOT NULL,
+            period TEXT NOT NULL,
+            period_start {REAL} NOT NULL,
+            threshold {REAL} NOT NULL,
+            message TEXT NOT NULL DEFAULT '',
+            ts {REAL} NOT NULL,
+            PRIMARY KEY (scope, period, period_start, threshold)
+        )""",
+        "CREATE INDEX runs_developer ON runs(developer)",
+        "CREATE INDEX runs_team ON runs(team)",
+        "CREATE INDEX events_run_ts ON events(run_id, ts)",
+    ]),
 ]
 
 DIALECTS = {

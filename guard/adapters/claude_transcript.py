@@ -1,0 +1,251 @@
+"""Claude Code transcripts -> UsageEvents, and stuck-loop detection. Pure: no files, no threads.
+
+A transcript line is one content block of one API response; a response written as three lines
+(thinking, text, tool_use) carries the same usage three times. One response is one event, keyed
+`req:<requestId>` (the key the OTLP receiver uses too, so both sources merge) or
+`msg:<message.id>` when a gateway drops the request id. Lines whose session is not (yet) claimed by
+this run are held back: a `--continue` or `/clear` session becomes known only when Claude Code
+reports it through a hook, and another Claude Code in the same folder must never be charged.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from guard.usage import UsageEvent, from_anthropic_usage
+
+SOURCE = "transcript"
+SYNTHETIC = "<synthetic>"
+
+
+def encode_project_dir(cwd: str) -> str:
+    """Claude Code's folder name for a cwd: every non-alphanumeric character becomes '-'.
+    Over 200 characters it is cut and hashed (callers then watch all projects)."""
+    return re.sub(r"[^A-Za-z0-9]", "-", cwd)
+
+
+def usage_key(record: dict[str, Any]) -> str | None:
+    msg = record.get("message")
+    if not isinstance(msg, dict):
+        return None
+    req = record.get("requestId")
+    if isinstance(req, str) and req:
+        return f"req:{req}"
+    mid = msg.get("id")
+    if isinstance(mid, str) and mid:
+        return f"msg:{mid}"
+    return None
+
+
+@dataclass
+class _Pending:
+    event: UsageEvent
+    tool_ids: set[str] = field(default_factory=set)
+
+
+class SessionGate:
+    """Passes on the records of the sessions this run owns; holds back the others until claimed
+    (a `--continue` or `/clear` session id is learned from a hook, a little after its first lines)."""
+
+    MAX_HELD = 10_000   # per foreign session: another agent's long session must not grow us unbounded
+
+    def __init__(
+        self,
+        on_record: Callable[[dict[str, Any]], None],
+        session_ids: Iterable[str] = (),
+        *,
+        accept_all: bool = False,
+    ) -> None:
+        self.on_record = on_record
+        self.sessions: set[str] = set(session_ids)
+        self.accept_all = accept_all
+        self._held: dict[str, list[dict[str, Any]]] = {}
+
+    def claim(self, session_id: str) -> None:
+        if session_id in self.sessions:
+            return
+        self.sessions.add(session_id)
+        for rec in self._held.pop(session_id, []):
+            self.on_record(rec)
+
+    def feed(self, record: dict[str, Any]) -> None:
+        sid = record.get("sessionId")
+        if self.accept_all or sid in self.sessions:
+            self.on_record(record)
+        elif isinstance(sid, str) and record.get("type") in ("assistant", "user"):
+            held = self._held.setdefault(sid, [])
+            if len(held) < self.MAX_HELD:
+                held.append(record)
+
+
+class TranscriptParser:
+    """Feed it the transcript records of this run's sessions (any file, any order); it emits one
+    event per API response. `on_event` gets the running max-merged event of a response each time
+    it grows, so a consumer that max-merges by key ends with the right figure."""
+
+    def __init__(self, on_event: Callable[[UsageEvent], None]) -> None:
+        self.on_event = on_event
+        self._events: dict[str, _Pending] = {}
+        self.synthetic_skipped = 0
+
+    def feed(self, record: dict[str, Any]) -> None:
+        if record.get("type") == "assistant":
+            self._take(record)
+
+    def _take(self, record: dict[str, Any]) -> None:
+        msg = record.get("message")
+        if not isinstance(msg, dict):
+            return
+        model = msg.get("model")
+        if model == SYNTHETIC:
+            self.synthetic_skipped += 1
+            return
+        usage = msg.get("usage")
+        key = usage_key(record)
+        if key is None or not isinstance(usage, dict):
+            return
+        tool_ids = {
+            str(b.get("id"))
+            for b in msg.get("content") or []
+            if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id")
+        }
+        ev = from_anthropic_usage(key, SOURCE, usage, model if isinstance(model, str) else None)
+        pending = self._events.get(key)
+        before = None
+        if pending is None:
+            pending = self._events[key] = _Pending(ev)
+        else:
+            before = pending.event
+            pending.event = pending.event.merge(ev)
+        pending.tool_ids |= tool_ids
+        steps = len(pending.tool_ids)
+        if steps > pending.event.steps:
+            pending.event = _with_steps(pending.event, steps)
+        if before is None or _figures(before) != _figures(pending.event):
+            self.on_event(pending.event)
+
+    @property
+    def responses(self) -> dict[str, UsageEvent]:
+        return {k: p.event for k, p in self._events.items()}
+
+
+def _figures(ev: UsageEvent) -> tuple[object, ...]:
+    return (ev.model, ev.input_tokens, ev.output_tokens, ev.cache_write_tokens, ev.cache_write_1h_tokens,
+            ev.cache_read_tokens, ev.steps)
+
+
+def _with_steps(ev: UsageEvent, steps: int) -> UsageEvent:
+    import dataclasses
+
+    return dataclasses.replace(ev, steps=steps)
+
+
+# --------------------------------------------------------------------------------------------
+# Stuck loops
+
+
+@dataclass(frozen=True)
+class StuckLoopConfig:
+    repeat: int = 5      # the same tool call (name and input) this many times in a row
+    failing: int = 3     # the same Bash command failing this many times (no success between)
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> "StuckLoopConfig | None":
+        raw = options.get("stuck_loop", {})
+        if raw is False or raw is None:
+            return None
+        if not isinstance(raw, dict):
+            return cls()
+        if raw.get("enabled") is False:
+            return None
+        return cls(repeat=int(raw.get("repeat", cls.repeat)), failing=int(raw.get("failing", cls.failing)))
+
+
+def call_fingerprint(name: str, tool_input: Any) -> str:
+    canon = json.dumps(tool_input, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha1(f"{name}\0{canon}".encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Stream:
+    last: str | None = None
+    run: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class StuckLoopDetector:
+    """Watches tool calls per conversation (the main loop and each sub-agent separately, since
+    their lines interleave) and reports the first stuck loop once."""
+
+    def __init__(self, config: StuckLoopConfig, on_stuck: Callable[[str], None]) -> None:
+        self.config = config
+        self.on_stuck = on_stuck
+        self.fired = False
+        self._streams: dict[str, _Stream] = {}
+        self._calls: dict[str, tuple[str, str, str]] = {}  # tool_use id -> (stream, name, fingerprint)
+        self._seen: set[str] = set()
+        self._commands: dict[str, str] = {}                # fingerprint -> human description
+
+    @staticmethod
+    def stream_of(record: dict[str, Any]) -> str:
+        return f"{record.get('sessionId')}/{record.get('agentId') or 'main'}"
+
+    def feed(self, record: dict[str, Any]) -> None:
+        kind = record.get("type")
+        msg = record.get("message")
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
+            return
+        stream = self.stream_of(record)
+        if kind == "assistant":
+            for b in msg["content"]:
+                if isinstance(b, dict) and b.get("type") == "tool_use":
+                    self._call(stream, str(b.get("id")), str(b.get("name")), b.get("input"))
+        elif kind == "user":
+            for b in msg["content"]:
+                if isinstance(b, dict) and b.get("type") == "tool_result":
+                    self._result(str(b.get("tool_use_id")), bool(b.get("is_error")))
+
+    def _call(self, stream: str, tool_id: str, name: str, tool_input: Any) -> None:
+        if tool_id in self._seen:
+            return
+        self._seen.add(tool_id)
+        fp = call_fingerprint(name, tool_input)
+        self._commands.setdefault(fp, _describe(name, tool_input))
+        self._calls[tool_id] = (stream, name, fp)
+        st = self._streams.setdefault(stream, _Stream())
+        st.run = st.run + 1 if st.last == fp else 1
+        st.last = fp
+        if st.run >= self.config.repeat:
+            self._fire(f"the same tool call repeated {st.run} times in a row: {self._commands[fp]}")
+
+    def _result(self, tool_id: str, is_error: bool) -> None:
+        call = self._calls.pop(tool_id, None)
+        if call is None:
+            return
+        stream, name, fp = call
+        if name != "Bash":
+            return
+        st = self._streams.setdefault(stream, _Stream())
+        if not is_error:
+            st.failures.pop(fp, None)
+            return
+        st.failures[fp] = st.failures.get(fp, 0) + 1
+        if st.failures[fp] >= self.config.failing:
+            self._fire(f"the same command failed {st.failures[fp]} times: {self._commands[fp]}")
+
+    def _fire(self, message: str) -> None:
+        if not self.fired:
+            self.fired = True
+            self.on_stuck(message)
+
+
+def _describe(name: str, tool_input: Any) -> str:
+    if isinstance(tool_input, dict) and name == "Bash" and isinstance(tool_input.get("command"), str):
+        text = f"Bash({tool_input['command']})"
+    else:
+        text = f"{name}({json.dumps(tool_input, sort_keys=True, default=str)})"
+    return text if len(text) <= 120 else text[:117] + "..."

@@ -1,0 +1,478 @@
+"""The shared ledger: PostgreSQL, so guards on many machines enforce one set of team ceilings.
+
+Same schema and queries as SQLite (guard.ledger.sql); `?` placeholders become `%s`.
+
+Offline behaviour (PostgreSQL unreachable at start or mid-run) -- the documented policy:
+
+* Nothing is lost. Every write (runs, events, notices, approvals, halts, controls) goes to a local
+  SQLite spool under GUARD_HOME/spool/ and into an operation log. When PostgreSQL answers again
+  (retried at most every `retry_seconds`), the log is replayed in order before anything else.
+  Replay is idempotent: events are keyed by (run_id, key) and upserted, runs are inserted once,
+  so a write that reached the server just before the link died is not counted twice.
+* What is enforced meanwhile (`offline=`, or env GUARD_LEDGER_OFFLINE):
+  - "last-known" (default): a period's spend is the last figure read from PostgreSQL for the very
+    same query (cached on disk, so a new run on this machine sees it too) plus everything this
+    machine spooled since. A period never read while online is unknown: the query raises
+    LedgerError, so a new run is refused rather than admitted blind (fail closed).
+  - "open": like last-known, but an unknown period counts as 0 (fail open).
+  - "closed": every spend query raises LedgerError while offline (no new runs at all).
+  Reservations while offline are local to this machine (the spool's own table).
+* Grants and reports need the shared truth: they call `require_online()` and fail with a
+  LedgerError rather than answer from one machine's spool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import conninfo
+
+from guard.errors import LedgerError
+from guard.ledger.records import Approval, Halt, RunRecord
+from guard.ledger.sql import _RUN_COLUMNS, SqlLedger
+from guard.ledger.sqlite import SqliteLedger
+from guard.usage import Totals, UsageEvent
+
+T = TypeVar("T")
+
+OFFLINE_POLICIES = ("last-known", "open", "closed")
+_MIGRATE_LOCK = 0x6775617264  # "guard": one migrator at a time per database
+
+
+class _Unreachable(Exception):
+    """The connection is gone (refused, reset, server shut down)."""
+
+
+_QUOTED = re.compile(r"('(?:[^']|'')*'|\"(?:[^\"]|\"\")*\")")
+
+
+def convert_placeholders(sql: str) -> str:
+    """`?` -> `%s` and a literal `%` -> `%%`, leaving quoted literals and identifiers alone."""
+    parts = _QUOTED.split(sql)
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("%", "%%").replace("?", "%s")
+    for i in range(1, len(parts), 2):
+        parts[i] = parts[i].replace("%", "%%")
+    return "".join(parts)
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for messages and spool names."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+class PostgresLedger(SqlLedger):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, home: Path, *, offline: str | None = None,
+                 retry_seconds: float | None = None, connect_timeout: float = 3.0) -> None:
+        super().__init__()
+        self.url = url
+        self.home = Path(home)
+        self.offline_policy = offline or os.environ.get("GUARD_LEDGER_OFFLINE") or "last-known"
+        if self.offline_policy not in OFFLINE_POLICIES:
+            raise LedgerError(f"offline ledger policy {self.offline_policy!r} is not one of "
+                              f"{', '.join(OFFLINE_POLICIES)}")
+        self.retry_seconds = float(retry_seconds if retry_seconds is not None
+                                   else os.environ.get("GUARD_LEDGER_RETRY", "5"))
+        self.connect_timeout = connect_timeout
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._routed_depth = 0
+        self._next_try = 0.0
+        self._last_error = ""
+        self._cache_written: dict[str, float] = {}
+        try:
+            conninfo.conninfo_to_dict(url)
+        except psycopg.ProgrammingError as e:
+            raise LedgerError(f"ledger {safe_url(url)}: {_first_line(e)}") from None
+        digest = hashlib.sha256(safe_url(url).encode()).hexdigest()[:16]
+        self.spool = SqliteLedger(self.home / "spool" / f"pg-{digest}.db")
+        self._init_spool()
+        self._ensure_online()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        state = "" if self.online else " (offline: spooling locally)"
+        return f"{safe_url(self.url)}{state}"
+
+    @property
+    def online(self) -> bool:
+        return self._conn is not None and not self._conn.closed and not self._conn.broken
+
+    def _connect(self) -> None:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.connect_timeout)),
+                               application_name="guard")
+        self._conn = conn
+        self.migrate()
+        self._sync()
+
+    def _ensure_online(self) -> bool:
+        with self._lock:
+            if self.online:
+                return True
+            now = time.monotonic()
+            if now < self._next_try:
+                return False
+            self._next_try = now + self.retry_seconds
+            try:
+                self._connect()
+                return True
+            except (psycopg.OperationalError, _Unreachable) as e:
+                self._last_error = _first_line(e)
+                self._drop()
+                return False
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+        self._conn = None
+        self._depth = 0
+
+    def require_online(self) -> None:
+        if not self._ensure_online():
+            raise LedgerError(f"ledger {safe_url(self.url)} is unreachable: {self._last_error}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+            self.spool.close()
+
+    # -- dialect seam -------------------------------------------------------------------------
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                raise _Unreachable(self._last_error or "not connected")
+            try:
+                cur = conn.execute(convert_placeholders(sql), tuple(params))  # type: ignore[arg-type]
+                return cur.fetchall() if cur.description else []
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    self._last_error = _first_line(e)
+                    raise _Unreachable(self._last_error) from None
+                raise LedgerError(f"ledger {safe_url(self.url)}: {_first_line(e)}") from None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            conn = self._conn
+            if conn is None or conn.closed or conn.broken:
+                raise _Unreachable(self._last_error or "not connected")
+            self._depth = 1
+            try:
+                with conn.transaction():
+                    yield
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    self._last_error = _first_line(e)
+                    raise _Unreachable(self._last_error) from None
+                raise LedgerError(f"ledger {safe_url(self.url)}: {_first_line(e)}") from None
+            finally:
+                self._depth = 0
+
+    def migrate(self) -> None:
+        with self.transaction():
+            # Many guards may start against a fresh database at once: one migrates, the rest wait.
+            self._execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATE_LOCK,))
+            super().migrate()
+
+    # -- routing: PostgreSQL when it answers, the local spool when it does not -------------------
+
+    def routed(self, fn: Callable[[SqlLedger], T], *, spool_ok: bool = True) -> T:
+        """Run `fn` against PostgreSQL; when it is unreachable, against the local spool
+        (or raise LedgerError when `spool_ok` is False)."""
+        with self._lock:
+            if self._routed_depth:
+                return fn(self)
+            if self._ensure_online():
+                self._routed_depth += 1
+                try:
+                    return fn(self)
+                except _Unreachable:
+                    self._drop()
+                finally:
+                    self._routed_depth -= 1
+            if not spool_ok:
+                self.require_online()
+            return fn(self.spool)
+
+    def _write(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        with self._lock:
+            if not self._routed_depth and self._ensure_online():
+                self._routed_depth += 1
+                try:
+                    return getattr(SqlLedger, op)(self, *args, **kwargs)
+                except _Unreachable:
+                    self._drop()
+                finally:
+                    self._routed_depth -= 1
+            elif self._routed_depth:
+                return getattr(SqlLedger, op)(self, *args, **kwargs)
+            with self.spool.transaction():
+                self.spool._execute("INSERT INTO spool_ops (op, args, ts) VALUES (?, ?, ?)",
+                                    (op, json.dumps(_encode(op, args, kwargs)), time.time()))
+                return getattr(self.spool, op)(*args, **kwargs)
+
+    def _read(self, op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return self.routed(lambda led: getattr(SqlLedger, op)(led, *args, **kwargs))
+
+    def create_run(self, run: RunRecord) -> None:
+        # Mirrored locally too: if the link drops mid-run, the spool can still join this run's
+        # later events to its developer/team/line for the offline spend figure.
+        insert_run_once(self.spool, run)
+        with self._lock:
+            if self._ensure_online():
+                try:
+                    SqlLedger.create_run(self, run)
+                    return
+                except _Unreachable:
+                    self._drop()
+            with self.spool.transaction():
+                self.spool._execute("INSERT INTO spool_ops (op, args, ts) VALUES (?, ?, ?)",
+                                    ("create_run", json.dumps(_encode("create_run", (run,), {})), time.time()))
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        self._write("update_run", (run_id,), fields)
+
+    def upsert_event(self, run_id: str, ev: UsageEvent, cost_usd: float, price_known: bool) -> None:
+        self._write("upsert_event", (run_id, ev, cost_usd, price_known), {})
+
+    def add_notice(self, run_id: str, key: str, message: str) -> bool:
+        return bool(self._write("add_notice", (run_id, key, message), {}))
+
+    def add_approval(self, a: Approval) -> None:
+        if not a.ts:
+            a = dataclasses.replace(a, ts=time.time())
+        self._write("add_approval", (a,), {})
+
+    def mark_task_halted(self, task: str, ceiling: str, run_id: str) -> None:
+        self._write("mark_task_halted", (task, ceiling, run_id), {})
+
+    def add_control(self, run_id: str, action: str, payload: dict[str, Any]) -> None:
+        self._write("add_control", (run_id, action, payload), {})
+
+    def take_controls(self, run_id: str) -> list[Any]:
+        return self._read("take_controls", (run_id,), {})  # type: ignore[no-any-return]
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return self._read("get_run", (run_id,), {})  # type: ignore[no-any-return]
+
+    def list_runs(self, **kw: Any) -> list[RunRecord]:  # type: ignore[override]
+        return self._read("list_runs", (), kw)  # type: ignore[no-any-return]
+
+    def run_events(self, run_id: str) -> list[tuple[UsageEvent, float, bool]]:
+        return self._read("run_events", (run_id,), {})  # type: ignore[no-any-return]
+
+    def run_totals(self, run_id: str) -> Totals:
+        return self._read("run_totals", (run_id,), {})  # type: ignore[no-any-return]
+
+    def task_totals(self, task: str, exclude_run: str | None = None) -> Totals:
+        return self.cached_totals(f"task_totals:{task}:{exclude_run}",
+                                  lambda led: SqlLedger.task_totals(led, task, exclude_run))
+
+    def task_elapsed(self, task: str, exclude_run: str | None = None) -> float:
+        return self._read("task_elapsed", (task, exclude_run), {})  # type: ignore[no-any-return]
+
+    def notices(self, run_id: str) -> list[tuple[str, str, float]]:
+        return self._read("notices", (run_id,), {})  # type: ignore[no-any-return]
+
+    def approvals(self, task: str) -> list[Approval]:
+        return self._read("approvals", (task,), {})  # type: ignore[no-any-return]
+
+    def task_raises(self, task: str) -> dict[str, float]:
+        return self._read("task_raises", (task,), {})  # type: ignore[no-any-return]
+
+    def task_halts(self, task: str) -> list[tuple[str, str]]:
+        return self._read("task_halts", (task,), {})  # type: ignore[no-any-return]
+
+    def spend(self, since: float, until: float, *, developer: str | None = None,
+              team: str | None = None, line: str | None = None, exclude_run: str | None = None) -> Totals:
+        key = json.dumps(["spend", since, until, developer, team, line, exclude_run])
+        return self.cached_totals(key, lambda led: SqlLedger.spend(
+            led, since, until, developer=developer, team=team, line=line, exclude_run=exclude_run))
+
+    # -- last-known figures for offline enforcement ----------------------------------------------
+
+    def cached_totals(self, key: str, fn: Callable[[SqlLedger], Totals]) -> Totals:
+        """`fn` on PostgreSQL (remembering the answer), or offline: the last answer for `key`
+        plus `fn` over what this machine spooled since (see the module doc for the policy)."""
+        with self._lock:
+            if not self._routed_depth and self._ensure_online():
+                self._routed_depth += 1
+                try:
+                    value = fn(self)
+                    self._remember(key, value)
+                    return value
+                except _Unreachable:
+                    self._drop()
+                finally:
+                    self._routed_depth -= 1
+            elif self._routed_depth:
+                return fn(self)
+            return self._offline_totals(key, fn)
+
+    def _remember(self, key: str, value: Totals) -> None:
+        # Throttled: the run loop asks often, and a second-old figure is as good offline.
+        now = time.monotonic()
+        if now - self._cache_written.get(key, -1e9) < 1.0:
+            return
+        self._cache_written[key] = now
+        self.spool._execute(
+            "INSERT INTO spend_cache (key, totals, fetched_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET totals = excluded.totals, fetched_at = excluded.fetched_at",
+            (key, json.dumps(dataclasses.asdict(value)), time.time()))
+
+    def _offline_totals(self, key: str, fn: Callable[[SqlLedger], Totals]) -> Totals:
+        if self.offline_policy == "closed":
+            raise LedgerError(f"ledger {safe_url(self.url)} is unreachable and the offline policy is "
+                              f"closed: no new spend is admitted")
+        rows = self.spool._execute("SELECT totals FROM spend_cache WHERE key = ?", (key,))
+        if rows:
+            known = Totals(**json.loads(rows[0][0]))
+        elif self.offline_policy == "open":
+            known = Totals()
+        else:
+            raise LedgerError(f"ledger {safe_url(self.url)} is unreachable and this period's spend was "
+                              f"never read on this machine: refusing (fail closed)")
+        return known.plus(fn(self.spool))
+
+    # -- spool --------------------------------------------------------------------------------
+
+    def _init_spool(self) -> None:
+        with self.spool.transaction():
+            self.spool._execute(
+                "CREATE TABLE IF NOT EXISTS spool_ops (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "op TEXT NOT NULL, args TEXT NOT NULL, ts REAL NOT NULL)")
+            self.spool._execute(
+                "CREATE TABLE IF NOT EXISTS spend_cache (key TEXT PRIMARY KEY, totals TEXT NOT NULL, "
+                "fetched_at REAL NOT NULL)")
+
+    def spooled(self) -> int:
+        """How many writes wait for PostgreSQL."""
+        return int(self.spool._execute("SELECT COUNT(*) FROM spool_ops")[0][0])
+
+    def sync(self) -> int:
+        """Replay the spool now if PostgreSQL answers; returns how many writes were replayed."""
+        with self._lock:
+            if not self._ensure_online():
+                return 0
+            try:
+                return self._sync()
+            except _Unreachable:
+                self._drop()
+                return 0
+
+    def _sync(self) -> int:
+        done = 0
+        # The spool's write lock is held throughout, so another guard on this machine cannot
+        # spool a write that this sync would then delete unsent.
+        with self.spool.transaction():
+            while True:
+                rows = self.spool._execute(
+                    "SELECT seq, op, args FROM spool_ops ORDER BY seq LIMIT 500")
+                if not rows:
+                    break
+                with self.transaction():
+                    for _seq, op, args in rows:
+                        _replay(self, op, json.loads(args))
+                self.spool._execute("DELETE FROM spool_ops WHERE seq <= ?", (rows[-1][0],))
+                done += len(rows)
+            if done:
+                # Synced events now live in PostgreSQL; keeping them here would count them twice
+                # (last-known figure + spool) the next time the link drops. The last-known
+                # figures predate them, so they go too: the next online read refreshes them.
+                self.spool._execute("DELETE FROM events")
+                self.spool._execute("DELETE FROM spend_cache")
+                self._cache_written.clear()
+            self.spool._execute("DELETE FROM runs WHERE ended_at IS NOT NULL AND ended_at < ?",
+                                (time.time() - 7 * 86400,))
+        return done
+
+
+# -- operation log encoding -----------------------------------------------------------------------
+
+
+def _halt_dict(h: Halt | None) -> dict[str, Any] | None:
+    return dataclasses.asdict(h) if h else None
+
+
+def _encode(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    if op == "create_run":
+        run: RunRecord = args[0]
+        d = dataclasses.asdict(run)
+        d.pop("usage", None)
+        d["halt"] = _halt_dict(run.halt)
+        return {"run": d}
+    if op == "update_run":
+        fields = dict(kwargs)
+        if "halt" in fields:
+            fields["halt"] = _halt_dict(fields["halt"])
+        return {"run_id": args[0], "fields": fields}
+    if op == "upsert_event":
+        return {"run_id": args[0], "event": dataclasses.asdict(args[1]), "cost": args[2], "known": args[3]}
+    if op == "add_approval":
+        return {"approval": dataclasses.asdict(args[0])}
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def insert_run_once(led: SqlLedger, run: RunRecord) -> None:
+    with led.transaction():
+        led._execute(
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)}) ON CONFLICT (id) DO NOTHING",
+            led._run_params(run))
+
+
+def _replay(led: PostgresLedger, op: str, a: dict[str, Any]) -> None:
+    if op == "create_run":
+        d = a["run"]
+        d["halt"] = Halt(**d["halt"]) if d.get("halt") else None
+        insert_run_once(led, RunRecord(**d))
+    elif op == "update_run":
+        fields = a["fields"]
+        if "halt" in fields:
+            fields["halt"] = Halt(**fields["halt"]) if fields["halt"] else None
+        SqlLedger.update_run(led, a["run_id"], **fields)
+    elif op == "upsert_event":
+        SqlLedger.upsert_event(led, a["run_id"], UsageEvent(**a["event"]), a["cost"], a["known"])
+    elif op == "add_approval":
+        ap = Approval(**a["approval"])
+        # Replayed twice (the link died after the server committed)? Recorded once.
+        if not led._execute(
+                "SELECT 1 FROM approvals WHERE task = ? AND ceiling = ? AND approved_by = ? AND ts = ?",
+                (ap.task, ap.ceiling, ap.approved_by, ap.ts)):
+            SqlLedger.add_approval(led, ap)
+    elif op == "add_control":
+        SqlLedger.add_control(led, *a["args"], **a["kwargs"])
+    elif op in ("add_notice", "mark_task_halted"):
+        getattr(SqlLedger, op)(led, *a["args"], **a["kwargs"])
+    else:
+        raise LedgerError(f"spool: unknown operation {op!r}")

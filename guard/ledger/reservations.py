@@ -1,0 +1,179 @@
+"""Admission bounded by in-flight reservations.
+
+A guard about to let spend happen (a new run, or the proxy about to forward a model call) first
+reserves its worst case against every scope it charges (`developer:alice`, `team:core`,
+`line:shared-infra`). The check "committed spend + live reservations + this one <= limit" and the
+insert happen atomically per scope -- PostgreSQL: transaction-scoped advisory locks per scope,
+taken in a fixed order so two guards never deadlock; SQLite: BEGIN IMMEDIATE -- so guards on many
+machines cannot all admit past a ceiling at once. Once the call is metered its reservation is
+released; a crashed guard's reservations expire (`expires_at`).
+
+Spend per scope: a developer's spend excludes runs charged to a budget line (the line pays
+instead); a team's spend includes everything its members ran, lines included.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from guard.errors import ConfigError, Refused
+from guard.ledger.sql import _USAGE_SUMS, SqlLedger, _totals
+from guard.usage import Totals
+
+SCOPE_KINDS = ("developer", "team", "line")
+DEFAULT_TTL = 15 * 60.0
+
+
+class ScopeLimit(Protocol):
+    """What `reserve` needs of a ceiling (budgets.Ceiling has these)."""
+
+    scope: str
+    limit: float
+    since: float
+    until: float
+
+
+def parse_scope(scope: str) -> tuple[str, str]:
+    kind, _, name = scope.partition(":")
+    if kind not in SCOPE_KINDS or not name:
+        raise ConfigError(f"scope {scope!r}: expected developer:NAME, team:NAME or line:NAME")
+    return kind, name
+
+
+def _scope_where(scope: str) -> tuple[str, list[Any]]:
+    kind, name = parse_scope(scope)
+    if kind == "developer":
+        return "r.developer = ? AND r.line IS NULL", [name]
+    return f"r.{kind} = ?", [name]
+
+
+def scope_totals_direct(led: SqlLedger, scope: str, since: float, until: float,
+                        exclude_run: str | None = None) -> Totals:
+    where, params = _scope_where(scope)
+    rows = led._execute(
+        f"SELECT {_USAGE_SUMS} FROM events e JOIN runs r ON r.id = e.run_id "
+        f"WHERE e.ts >= ? AND e.ts < ? AND r.id <> ? AND {where}",
+        [since, until, exclude_run or "", *params])
+    return _totals(rows[0])
+
+
+def _cache_key(scope: str, since: float, until: float, exclude_run: str | None) -> str:
+    return json.dumps(["scope", scope, since, until, exclude_run])
+
+
+def scope_totals(ledger: SqlLedger, scope: str, since: float, until: float,
+                 exclude_run: str | None = None) -> Totals:
+    """Spend charged to `scope` by events in [since, until). On a PostgreSQL ledger that is
+    offline, the last-known figure plus this machine's spool (see guard.ledger.postgres)."""
+    cached = getattr(ledger, "cached_totals", None)
+    if cached is not None:
+        return cached(_cache_key(scope, since, until, exclude_run),  # type: ignore[no-any-return]
+                      lambda led: scope_totals_direct(led, scope, since, until, exclude_run))
+    return scope_totals_direct(ledger, scope, since, until, exclude_run)
+
+
+def reserved_usd(ledger: SqlLedger, scope: str, now: float | None = None,
+                 exclude_run: str | None = None) -> float:
+    now = time.time() if now is None else now
+
+    def q(led: SqlLedger) -> float:
+        rows = led._execute(
+            "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE scope = ? AND expires_at > ? "
+            "AND COALESCE(run_id, '') <> ?", (scope, now, exclude_run or ""))
+        return float(rows[0][0])
+
+    return _routed(ledger, q)
+
+
+def _routed(ledger: SqlLedger, fn: Callable[[SqlLedger], Any], spool_ok: bool = True) -> Any:
+    routed = getattr(ledger, "routed", None)
+    return routed(fn, spool_ok=spool_ok) if routed is not None else fn(ledger)
+
+
+def _lock_key(scope: str) -> int:
+    # A stable signed 64-bit key: every machine must take the same lock for the same scope.
+    return int.from_bytes(hashlib.sha256(scope.encode()).digest()[:8], "big", signed=True)
+
+
+def lock_scopes(led: SqlLedger, scopes: Sequence[str]) -> None:
+    """Inside a transaction: serialize admission per scope until it commits."""
+    if led.dialect == "postgresql":
+        for key in sorted({_lock_key(s) for s in scopes}):
+            led._execute("SELECT pg_advisory_xact_lock(?)", (key,))
+    # SQLite: the enclosing BEGIN IMMEDIATE already holds the database's write lock.
+
+
+def reserve(ledger: SqlLedger, limits: Sequence[ScopeLimit], usd: float, run_id: str | None, *,
+            ttl: float = DEFAULT_TTL, now: float | None = None) -> str:
+    """Reserve `usd` against every scope in `limits`, or raise Refused naming the first scope
+    that would go past its limit. Returns the reservation id for `release`."""
+    if usd < 0:
+        raise ValueError("usd must be >= 0")
+    now = time.time() if now is None else now
+
+    def attempt(led: SqlLedger) -> str:
+        if led is ledger or not hasattr(ledger, "cached_totals"):
+            def used(lim: ScopeLimit) -> float:
+                t = scope_totals_direct(led, lim.scope, lim.since, lim.until)
+                remember = getattr(ledger, "_remember", None)
+                if remember is not None:
+                    remember(_cache_key(lim.scope, lim.since, lim.until, None), t)
+                return t.cost_usd
+        else:
+            # offline PostgreSQL: `led` is the local spool; add the last-known shared figure
+            def used(lim: ScopeLimit) -> float:
+                return float(ledger._offline_totals(  # type: ignore[attr-defined]
+                    _cache_key(lim.scope, lim.since, lim.until, None),
+                    lambda spool: scope_totals_direct(spool, lim.scope, lim.since, lim.until)).cost_usd)
+        return _reserve(led, limits, usd, run_id, ttl, now, used)
+
+    return _routed(ledger, attempt)  # type: ignore[no-any-return]
+
+
+def _reserve(led: SqlLedger, limits: Sequence[ScopeLimit], usd: float, run_id: str | None,
+             ttl: float, now: float, used: Callable[[ScopeLimit], float]) -> str:
+    rid = uuid.uuid4().hex
+    with led.transaction():
+        lock_scopes(led, [lim.scope for lim in limits])
+        led._execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+        for lim in limits:
+            spent = used(lim)
+            held = float(led._execute(
+                "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE scope = ?", (lim.scope,))[0][0])
+            if spent + held + usd > lim.limit + 1e-9:
+                name = getattr(lim, "name", "") or lim.scope
+                raise Refused(
+                    f"{name}: ${spent:.2f} spent + ${held:.2f} in flight + ${usd:.2f} would pass "
+                    f"the ${lim.limit:.2f} limit of {lim.scope}")
+        for scope in dict.fromkeys(lim.scope for lim in limits):
+            led._execute(
+                "INSERT INTO reservations (id, scope, usd, run_id, created_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", (rid, scope, usd, run_id, now, now + ttl))
+    return rid
+
+
+def release(ledger: SqlLedger, reservation_id: str) -> None:
+    def q(led: SqlLedger) -> None:
+        with led.transaction():
+            led._execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+
+    _routed(ledger, q)
+    spool = getattr(ledger, "spool", None)
+    if spool is not None:   # reserved while offline, released after the link came back
+        q(spool)
+
+
+def release_run(ledger: SqlLedger, run_id: str) -> None:
+    """Drop whatever a run still holds (at run end, so nothing waits for expiry)."""
+    def q(led: SqlLedger) -> None:
+        with led.transaction():
+            led._execute("DELETE FROM reservations WHERE run_id = ?", (run_id,))
+
+    _routed(ledger, q)
+    spool = getattr(ledger, "spool", None)
+    if spool is not None:
+        q(spool)

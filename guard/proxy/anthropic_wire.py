@@ -1,0 +1,122 @@
+"""Anthropic Messages API: estimate a request, read the usage of a response (SSE or JSON)."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from guard.proxy.wire import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    Estimate,
+    SSESplitter,
+    WireUsage,
+    estimate_input_tokens,
+    int_field,
+    load_json,
+    sse_data,
+)
+
+
+def is_metered(method: str, path: str) -> bool:
+    """POST .../v1/messages bills tokens; count_tokens, models, batches listing do not."""
+    return method == "POST" and path.split("?", 1)[0].rstrip("/").endswith("/v1/messages")
+
+
+def estimate(body: bytes, obj: Any) -> Estimate:
+    req = obj if isinstance(obj, dict) else {}
+    model = req.get("model") if isinstance(req.get("model"), str) else None
+    max_out = int_field(req, "max_tokens") or DEFAULT_MAX_OUTPUT_TOKENS
+    factor = 1.0
+    if b"cache_control" in body:
+        # A cache write costs 1.25x input (5-minute) or 2x (1-hour) instead of 1x.
+        factor = 2.0 if b'"1h"' in body else 1.25
+    return Estimate(model, estimate_input_tokens(body), max_out, factor, bool(req.get("stream")))
+
+
+def apply_usage(u: WireUsage, usage: Any) -> None:
+    """Anthropic usage fields into `u`; later reports (message_delta) override earlier ones
+    field by field, since message_delta carries the final cumulative counts."""
+    if not isinstance(usage, dict):
+        return
+    for src, dst in (
+        ("input_tokens", "input_tokens"),
+        ("output_tokens", "output_tokens"),
+        ("cache_creation_input_tokens", "cache_write_tokens"),
+        ("cache_read_input_tokens", "cache_read_tokens"),
+    ):
+        v = int_field(usage, src)
+        if v is not None:
+            setattr(u, dst, v)
+            u.fields.add(dst)
+    cc = usage.get("cache_creation")
+    v = int_field(cc, "ephemeral_1h_input_tokens")
+    if v is not None:
+        u.cache_write_1h_tokens = v
+        u.fields.add("cache_write_1h_tokens")
+
+
+def usage_from_message(obj: Any) -> WireUsage:
+    """A non-streaming response body (or an error body, which has no usage)."""
+    u = WireUsage()
+    if isinstance(obj, dict):
+        if isinstance(obj.get("id"), str):
+            u.message_id = obj["id"]
+        if isinstance(obj.get("model"), str):
+            u.model = obj["model"]
+        apply_usage(u, obj.get("usage"))
+    return u
+
+
+class StreamReader:
+    """Follows a Messages SSE stream: usage from message_start, then message_delta."""
+
+    def __init__(self) -> None:
+        self.usage = WireUsage()
+        self._sse = SSESplitter()
+        self._delta_events = 0
+        self._delta_bytes = 0
+        self._final = False
+
+    def feed(self, data: bytes) -> None:
+        for ev in self._sse.feed(data):
+            self._event(ev)
+
+    def _event(self, ev: bytes) -> None:
+        if b"content_block_delta" in ev:
+            # Counted only to estimate the output of a stream cut before message_delta.
+            self._delta_events += 1
+            self._delta_bytes += len(ev)
+            if b"message_delta" not in ev and b"message_start" not in ev:
+                return
+        if b"message_start" not in ev and b"message_delta" not in ev:
+            return
+        obj = load_json(sse_data(ev))
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        if kind == "message_start":
+            msg = obj.get("message")
+            if isinstance(msg, dict):
+                if isinstance(msg.get("id"), str):
+                    self.usage.message_id = msg["id"]
+                if isinstance(msg.get("model"), str):
+                    self.usage.model = msg["model"]
+                apply_usage(self.usage, msg.get("usage"))
+        elif kind == "message_delta":
+            apply_usage(self.usage, obj.get("usage"))
+            self._final = True
+
+    def result(self, complete: bool) -> WireUsage:
+        u = self.usage
+        if not self._final and u.seen:
+            # Cut before message_delta: input side is exact (message_start), output estimated
+            # from the text deltas received (~70 bytes of JSON framing per delta, ~3.5 bytes/token).
+            u.partial = True
+            est = max(self._delta_events, (self._delta_bytes - 70 * self._delta_events) * 2 // 7)
+            u.output_tokens = max(u.output_tokens, est)
+        elif not complete and not self._final:
+            u.partial = True
+        return u
+
+
+def error_body(kind: str, message: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()

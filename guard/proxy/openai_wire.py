@@ -1,0 +1,174 @@
+"""OpenAI Chat Completions, legacy Completions, Responses and Embeddings: estimate a request, ask
+a stream for its usage, read the usage of a response. OpenAI counts cached tokens INSIDE the
+prompt/input tokens; guard's convention excludes them, so they are subtracted here."""
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from guard.proxy.wire import (
+    DEFAULT_MAX_OUTPUT_TOKENS,
+    Estimate,
+    SSESplitter,
+    WireUsage,
+    estimate_input_tokens,
+    int_field,
+    load_json,
+    sse_data,
+)
+
+Kind = Literal["chat", "completions", "responses", "embeddings"]
+
+
+def metered_kind(method: str, path: str) -> Kind | None:
+    if method != "POST":
+        return None
+    p = path.split("?", 1)[0].rstrip("/")
+    if p.endswith("/chat/completions"):
+        return "chat"
+    if p.endswith("/completions"):
+        return "completions"
+    if p.endswith("/responses"):
+        return "responses"
+    if p.endswith("/embeddings"):
+        return "embeddings"
+    return None
+
+
+def estimate(body: bytes, obj: Any, kind: Kind) -> Estimate:
+    req = obj if isinstance(obj, dict) else {}
+    model = req.get("model") if isinstance(req.get("model"), str) else None
+    if kind == "embeddings":
+        max_out = 0
+    elif kind == "responses":
+        max_out = int_field(req, "max_output_tokens") or DEFAULT_MAX_OUTPUT_TOKENS
+    else:
+        max_out = (int_field(req, "max_completion_tokens") or int_field(req, "max_tokens")
+                   or DEFAULT_MAX_OUTPUT_TOKENS)
+        max_out *= max(1, int_field(req, "n") or 1)   # n choices: n outputs billed
+    return Estimate(model, estimate_input_tokens(body), max_out, 1.0, bool(req.get("stream")))
+
+
+def ask_stream_usage(obj: Any, kind: Kind) -> bytes | None:
+    """The request body rewritten to carry stream_options.include_usage, or None when the
+    request already gets its usage (not a stream, Responses API, or the client asked)."""
+    if kind not in ("chat", "completions") or not isinstance(obj, dict) or not obj.get("stream"):
+        return None
+    opts = obj.get("stream_options")
+    if isinstance(opts, dict) and opts.get("include_usage"):
+        return None
+    new = dict(obj)
+    new["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+    return json.dumps(new, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def apply_usage(u: WireUsage, usage: Any, kind: Kind) -> None:
+    if not isinstance(usage, dict):
+        return
+    if kind == "responses":
+        total_in = int_field(usage, "input_tokens")
+        cached = int_field(usage.get("input_tokens_details"), "cached_tokens") or 0
+        out = int_field(usage, "output_tokens")
+    else:
+        total_in = int_field(usage, "prompt_tokens")
+        cached = int_field(usage.get("prompt_tokens_details"), "cached_tokens") or 0
+        out = int_field(usage, "completion_tokens")
+        if kind == "embeddings" and out is None:
+            out = 0
+    if total_in is not None:
+        cached = min(cached, total_in)
+        u.input_tokens = total_in - cached
+        u.cache_read_tokens = cached
+        u.fields.update(("input_tokens", "cache_read_tokens"))
+    if out is not None:
+        # completion/output tokens already include reasoning tokens.
+        u.output_tokens = out
+        u.fields.add("output_tokens")
+
+
+def usage_from_body(obj: Any, kind: Kind) -> WireUsage:
+    u = WireUsage()
+    if isinstance(obj, dict):
+        _ids(u, obj)
+        apply_usage(u, obj.get("usage"), kind)
+    return u
+
+
+def _ids(u: WireUsage, obj: dict[str, Any]) -> None:
+    if isinstance(obj.get("id"), str) and not u.message_id:
+        u.message_id = obj["id"]
+    if isinstance(obj.get("model"), str):
+        u.model = obj["model"]
+
+
+_RESPONSE_END = (b"response.completed", b"response.incomplete", b"response.failed")
+
+
+class StreamReader:
+    """Follows an OpenAI SSE stream. With strip_usage_chunk (guard asked for the usage, the
+    client did not), `filter` drops the final usage-only chunk so the client sees what it asked for."""
+
+    def __init__(self, kind: Kind, strip_usage_chunk: bool = False) -> None:
+        self.kind = kind
+        self.strip = strip_usage_chunk
+        self.usage = WireUsage()
+        self._sse = SSESplitter()
+        self._content_bytes = 0
+
+    def feed(self, data: bytes) -> None:
+        for ev in self._sse.feed(data):
+            self._event(ev)
+
+    def filter(self, data: bytes) -> bytes:
+        """Feed raw (uncompressed) bytes; return what the client should get now."""
+        out = []
+        for ev in self._sse.feed(data):
+            if self._event(ev):
+                out.append(ev)
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        rest = self._sse.rest()
+        if rest.strip():
+            return rest if self._event(rest) else b""
+        return rest
+
+    def _event(self, ev: bytes) -> bool:
+        """Read one event; False when it must not reach the client."""
+        if self.kind == "responses":
+            if b"response.created" in ev or any(k in ev for k in _RESPONSE_END):
+                obj = load_json(sse_data(ev))
+                if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
+                    resp = obj["response"]
+                    _ids(self.usage, resp)
+                    apply_usage(self.usage, resp.get("usage"), self.kind)
+            else:
+                self._content_bytes += len(ev)
+            return True
+        if b'"usage"' not in ev or b'"usage":null' in ev or b'"usage": null' in ev:
+            self._content_bytes += len(ev)
+            if not self.usage.message_id and b'"id"' in ev and self._content_bytes < 4096:
+                obj = load_json(sse_data(ev))
+                if isinstance(obj, dict):
+                    _ids(self.usage, obj)
+            return True
+        obj = load_json(sse_data(ev))
+        if not isinstance(obj, dict):
+            return True
+        _ids(self.usage, obj)
+        apply_usage(self.usage, obj.get("usage"), self.kind)
+        usage_only = obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
+        return not (self.strip and usage_only)
+
+    def result(self, complete: bool) -> WireUsage:
+        u = self.usage
+        if "output_tokens" not in u.fields:
+            u.partial = True
+            # Cut (or a server that ignores include_usage): estimate the output from the bytes
+            # streamed (~100 bytes of JSON framing per chunk of a few tokens).
+            u.output_tokens = max(u.output_tokens, self._content_bytes // 40)
+        return u
+
+
+def error_body(kind: str, message: str, code: str | None = None) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": code}}).encode()

@@ -1,0 +1,677 @@
+"""The metering reverse proxy: stdlib ThreadingHTTPServer in front, pooled http.client behind.
+
+One thread per client connection. A metered request (Anthropic Messages, OpenAI Chat/Completions/
+Responses/Embeddings) is estimated and reserved against the budget before it leaves, streamed back
+chunk by chunk while a copy is parsed for usage, then emitted as one UsageEvent and released.
+Everything else (HEAD probes, count_tokens, model lists) passes through unmetered.
+
+Never logged: paths (they carry the secret), headers (credentials), bodies (prompts)."""
+from __future__ import annotations
+
+import base64
+import hmac
+import http.client
+import logging
+import socket
+import ssl
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from guard.proxy import anthropic_wire, openai_wire
+from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
+from guard.proxy.gate import BudgetGate, BudgetRefused
+from guard.proxy.wire import Estimate, SideDecoder, WireUsage, load_json, readable_accept_encoding
+from guard.usage import UsageEvent
+
+log = logging.getLogger("guard.proxy")
+
+CHUNK = 64 * 1024
+MAX_JSON_COPY = 64 * 1024 * 1024     # non-streaming bodies larger than this are not parsed
+UPSTREAM_TIMEOUT = 600.0             # the SDKs' own default: a long thinking pause is normal
+
+# RFC 9110 hop-by-hop headers, plus the ones the proxy recomputes.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
+})
+
+# What each client treats as a final answer (not retried):
+# - Claude Code stops after one 402 (FACTS.md); it retries 400 six times and 429/5xx for minutes.
+# - aider/litellm: 400 -> BadRequestError, which aider does not retry; 402/403 become APIError,
+#   which aider retries for a minute.
+# - the anthropic/openai SDKs retry only 408/409/429/5xx: 402 is final.
+REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 402, "run": 402}
+
+
+@dataclass(frozen=True)
+class Upstream:
+    scheme: str
+    host: str
+    port: int
+    base_path: str        # without trailing slash
+
+    @classmethod
+    def parse(cls, url: str) -> "Upstream":
+        u = urlsplit(url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = u.port or (443 if u.scheme == "https" else 80)
+        return cls(u.scheme, u.hostname, port, u.path.rstrip("/"))
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Route:
+    tool: str
+    provider: str
+    path: str             # path + query to append to the upstream base
+
+
+class _Pool:
+    """Keep-alive connections per upstream: a TLS handshake per request would cost more than
+    the whole latency budget."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._idle: dict[Upstream, list[http.client.HTTPConnection]] = {}
+        self._lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None
+        self._closed = False
+        self._live: set[http.client.HTTPConnection] = set()
+
+    def get(self, up: Upstream) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            idle = self._idle.get(up)
+            if idle:
+                conn = idle.pop()
+                self._live.add(conn)
+                return conn, True
+        conn = self._new(up)
+        with self._lock:
+            self._live.add(conn)
+        return conn, False
+
+    def put(self, up: Upstream, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._live.discard(conn)
+            if not self._closed:
+                self._idle.setdefault(up, []).append(conn)
+                return
+        conn.close()
+
+    def discard(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._live.discard(conn)
+        conn.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns = [c for cs in self._idle.values() for c in cs] + list(self._live)
+            self._idle.clear()
+        for c in conns:
+            _shutdown(c)
+
+    def _new(self, up: Upstream) -> http.client.HTTPConnection:
+        proxy = _env_proxy(self._env, up)
+        host, port = (proxy[0], proxy[1]) if proxy else (up.host, up.port)
+        conn: http.client.HTTPConnection
+        if up.scheme == "https":
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+            conn = http.client.HTTPSConnection(host, port, timeout=UPSTREAM_TIMEOUT, context=self._ssl)
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
+        if proxy:
+            conn.set_tunnel(up.host, up.port, headers=proxy[2])
+        return conn
+
+
+def _shutdown(conn: http.client.HTTPConnection) -> None:
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    conn.close()
+
+
+def _env_proxy(env: Mapping[str, str], up: Upstream) -> tuple[str, int, dict[str, str]] | None:
+    """HTTPS_PROXY/HTTP_PROXY/NO_PROXY as the SDKs honour them (CONNECT tunnel)."""
+    if up.host in ("127.0.0.1", "localhost", "::1"):
+        return None
+    names = ("https_proxy", "HTTPS_PROXY") if up.scheme == "https" else ("http_proxy", "HTTP_PROXY")
+    url = next((env[n] for n in names if env.get(n)), None)
+    if not url:
+        return None
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (up.host == entry.lstrip(".") or up.host.endswith("." + entry.lstrip(".")))):
+            return None
+    p = urlsplit(url if "://" in url else f"http://{url}")
+    if not p.hostname:
+        return None
+    headers = {}
+    if p.username:
+        cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        headers["Proxy-Authorization"] = "Basic " + base64.b64encode(cred).decode()
+    return p.hostname, p.port or 80, headers
+
+
+class ProxyCore:
+    """Routing, budget and usage: everything but the socket plumbing of one request."""
+
+    def __init__(self, sink: Any, gate: BudgetGate, pricer: Any, env: Mapping[str, str],
+                 secret: str, default_tool: str = "run") -> None:
+        self.sink = sink
+        self.gate = gate
+        self.pricer = pricer
+        self.env = dict(env)
+        self.secret = secret
+        self.default_tool = default_tool
+        self.pool = _Pool(self.env)
+        self.refusal: str | None = None     # set by RunningProxy.refuse_all (a halt)
+        self._upstreams: dict[tuple[str, str], Upstream] = {}
+        self._active = 0
+        self._cond = threading.Condition()
+
+    def upstream(self, tool: str, provider: str) -> Upstream:
+        key = (tool, provider)
+        up = self._upstreams.get(key)
+        if up is None:
+            up = Upstream.parse(upstream_url(tool, provider, self.env))
+            self._upstreams[key] = up
+        return up
+
+    def route(self, raw_path: str) -> Route | None:
+        """None when the secret is missing or wrong."""
+        prefix = "/" + self.secret
+        if not raw_path.startswith(prefix):
+            return None
+        given = raw_path[1:len(prefix)]
+        if not hmac.compare_digest(given, self.secret):
+            return None
+        rest = raw_path[len(prefix):]
+        if rest and rest[0] not in "/?":
+            return None
+        path, _, query = rest.partition("?")
+        segs = path.split("/")   # ["", tool?, provider?, ...]
+        tool = self.default_tool
+        i = 1
+        if len(segs) > i and segs[i] in TOOLS:
+            tool = segs[i]
+            i += 1
+        if len(segs) > i and segs[i] in PROVIDERS:
+            provider = segs[i]
+            i += 1
+        else:
+            # No provider segment: guess from the API path itself.
+            provider = "anthropic" if "/v1/messages" in path or path.endswith("/v1/complete") else "openai"
+        up_path = "/" + "/".join(segs[i:])
+        return Route(tool, provider, up_path + ("?" + query if query else ""))
+
+    # -- budget -------------------------------------------------------------------------------
+
+    def worst_case_usd(self, est: Estimate) -> float:
+        usd = float(self.pricer.worst_case(est.model, est.input_tokens, est.max_output_tokens))
+        if est.cache_write_factor > 1.0:
+            usd += float(self.pricer.worst_case(est.model, est.input_tokens, 0)) * (est.cache_write_factor - 1.0)
+        return usd
+
+    def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
+               request_id: str | None, complete: bool) -> None:
+        """Emit the request's usage (if it has any). Called before the reservation is released."""
+        if wu is None:
+            return
+        ok = 200 <= status < 300
+        if not wu.seen and not (ok and complete):
+            return   # an error without usage, or a cut before the first byte: nothing billed we know of
+        estimated = wu.partial or not wu.seen
+        input_tokens = wu.input_tokens if "input_tokens" in wu.fields else est.input_tokens
+        if request_id:
+            key = f"req:{request_id}"
+        elif wu.message_id:
+            key = f"msg:{wu.message_id}"
+        else:
+            key = f"req:guard-{uuid.uuid4().hex}"
+        ev = UsageEvent(
+            key=key,
+            source="proxy",
+            model=wu.model or est.model,
+            input_tokens=input_tokens,
+            output_tokens=min(wu.output_tokens, est.max_output_tokens) if wu.partial else wu.output_tokens,
+            cache_write_tokens=wu.cache_write_tokens,
+            cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
+            cache_read_tokens=wu.cache_read_tokens,
+            steps=1 if route.tool == "run" else 0,
+            estimated=estimated,
+            interrupted=not complete,
+        )
+        self.sink.emit(ev)
+
+    # -- in-flight tracking (stop waits for the last events) ------------------------------------
+
+    def enter(self) -> None:
+        with self._cond:
+            self._active += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._active == 0, timeout)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = False
+    core: ProxyCore
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass   # the request line carries the secret; nothing about requests is logged
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._handle()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    # -- one request --------------------------------------------------------------------------
+
+    def _handle(self) -> None:
+        core = self.server.core
+        route = core.route(self.path)
+        if route is None:
+            self._discard_body()
+            self.close_connection = True
+            msg = ("guard metering proxy: this URL needs the per-run secret guard put in the agent's "
+                   "base URL; request refused")
+            self._reply(403, _error_body("openai" if "/v1/messages" not in self.path else "anthropic",
+                                         "permission_error", msg))
+            return
+        try:
+            body = self._read_body()
+        except ValueError as e:
+            self.close_connection = True
+            self._reply(400, _error_body(route.provider, "invalid_request_error", f"guard proxy: {e}"))
+            return
+        core.enter()
+        try:
+            _Exchange(self, core, route, body).run()
+        finally:
+            core.leave()
+
+    def _read_body(self) -> bytes:
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            parts = []
+            while True:
+                line = self.rfile.readline(65537)
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ValueError("malformed chunked request body") from None
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(3)
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return b""
+        try:
+            n = int(length)
+        except ValueError:
+            raise ValueError("bad Content-Length") from None
+        return self.rfile.read(n) if n > 0 else b""
+
+    def _discard_body(self) -> None:
+        try:
+            self._read_body()
+        except (ValueError, OSError):
+            pass
+
+    def _reply(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
+        try:
+            self.send_response_only(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+def _error_body(provider: str, kind: str, message: str) -> bytes:
+    if provider == "anthropic":
+        return anthropic_wire.error_body(kind, message)
+    return openai_wire.error_body(kind, message, "guard_" + kind)
+
+
+class _Exchange:
+    """Forward one request and stream its response back, metering it on the way."""
+
+    def __init__(self, h: _Handler, core: ProxyCore, route: Route, body: bytes) -> None:
+        self.h = h
+        self.core = core
+        self.route = route
+        self.body = body
+        self.kind: str | None = None           # "messages" | openai_wire.Kind | None (unmetered)
+        self.estimate: Estimate | None = None
+        self.strip_usage = False
+
+    def run(self) -> None:
+        h, route = self.h, self.route
+        method = h.command
+        if route.provider == "anthropic":
+            self.kind = "messages" if anthropic_wire.is_metered(method, route.path) else None
+        else:
+            self.kind = openai_wire.metered_kind(method, route.path)
+        headers = [(k, v) for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
+        reservation: object = None
+        reserved = False
+        if self.kind is not None:
+            obj = load_json(self.body)
+            if self.kind == "messages":
+                self.estimate = anthropic_wire.estimate(self.body, obj)
+            else:
+                self.estimate = openai_wire.estimate(self.body, obj, self.kind)  # type: ignore[arg-type]
+                rewritten = openai_wire.ask_stream_usage(obj, self.kind)  # type: ignore[arg-type]
+                if rewritten is not None:
+                    self.body = rewritten
+                    self.strip_usage = True
+            if self.core.refusal is not None:
+                self._refuse(self.core.refusal)
+                return
+            try:
+                usd = self.core.worst_case_usd(self.estimate)
+                reservation = self.core.gate.reserve(usd, self.estimate.tokens)
+                reserved = True
+            except BudgetRefused as e:
+                self._refuse(str(e))
+                return
+            except Exception as e:  # fail closed: an unpriceable request is not sent
+                log.warning("guard proxy: cannot reserve a request: %s", type(e).__name__)
+                self._refuse(f"cannot check the budget for this request ({type(e).__name__}: {e})")
+                return
+            headers = self._readable_encoding(headers)
+        try:
+            self._forward(method, headers)
+        finally:
+            if reserved:
+                self.core.gate.release(reservation)
+
+    def _readable_encoding(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        out = []
+        for k, v in headers:
+            if k.lower() == "accept-encoding":
+                # When guard rewrites the stream it must read it uncompressed.
+                v = "identity" if self.strip_usage else readable_accept_encoding(v)
+            out.append((k, v))
+        return out
+
+    def _refuse(self, reason: str) -> None:
+        status = REFUSAL_STATUS.get(self.route.tool, 402)
+        message = _no_retry_words(f"guard: {reason}. The request was not sent (guard metering proxy).")
+        if self.route.provider == "anthropic":
+            kind = "billing_error" if status == 402 else "invalid_request_error"
+            body = anthropic_wire.error_body(kind, message)
+        else:
+            body = openai_wire.error_body("budget_exceeded", message, "guard_budget_exceeded")
+        self.h._reply(status, body, {"x-should-retry": "false"})
+
+    # -- forwarding ---------------------------------------------------------------------------
+
+    def _send_upstream(self, method: str, headers: list[tuple[str, str]]
+                       ) -> tuple[Upstream, http.client.HTTPConnection, http.client.HTTPResponse]:
+        up = self.core.upstream(self.route.tool, self.route.provider)
+        path = up.base_path + self.route.path
+        for attempt in range(2):
+            conn, reused = self.core.pool.get(up)
+            try:
+                conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+                conn.putheader("Host", up.host_header)
+                for k, v in headers:
+                    conn.putheader(k, v)
+                if self.body or method in ("POST", "PUT", "PATCH"):
+                    conn.putheader("Content-Length", str(len(self.body)))
+                conn.endheaders(self.body or None)
+                return up, conn, conn.getresponse()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.BadStatusLine) as e:
+                self.core.pool.discard(conn)
+                # A pooled keep-alive connection the upstream closed while idle: retry once on a
+                # fresh one (the request never reached a live server).
+                if not reused or attempt:
+                    raise e
+            except BaseException:
+                self.core.pool.discard(conn)
+                raise
+        raise AssertionError("unreachable")
+
+    def _forward(self, method: str, headers: list[tuple[str, str]]) -> None:
+        h = self.h
+        try:
+            up, conn, resp = self._send_upstream(method, headers)
+        except ValueError as e:   # the user's base URL is malformed
+            h._reply(502, _error_body(self.route.provider, "api_error", f"guard proxy: upstream base URL: {e}"))
+            return
+        except (OSError, http.client.HTTPException) as e:
+            h.close_connection = True
+            h._reply(502, _error_body(self.route.provider, "api_error",
+                                      f"guard proxy: upstream unreachable ({type(e).__name__})"))
+            return
+        status = resp.status
+        ctype = (resp.getheader("Content-Type") or "").lower()
+        is_sse = "text/event-stream" in ctype
+        request_id = resp.getheader("request-id") or resp.getheader("x-request-id")
+        no_body = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        decoder = SideDecoder(resp.getheader("Content-Encoding"))
+        # Rewriting needs the plain stream (guard asked for identity; a server may ignore that).
+        rewrite = self.strip_usage and is_sse and status == 200 and decoder.identity
+        length = resp.getheader("Content-Length")
+        chunked_out = False
+        try:
+            h.send_response_only(status, resp.reason)
+            for k, v in resp.getheaders():
+                lk = k.lower()
+                if lk in HOP_BY_HOP and not (lk == "content-length" and not rewrite):
+                    continue
+                h.send_header(k, v)
+            if not no_body and (rewrite or length is None):
+                if h.request_version == "HTTP/1.1":
+                    h.send_header("Transfer-Encoding", "chunked")
+                    chunked_out = True
+                else:
+                    h.close_connection = True
+            if resp.will_close and length is None and not chunked_out:
+                h.close_connection = True
+            h.end_headers()
+            client_ok = True
+        except OSError:
+            client_ok = False
+            h.close_connection = True
+
+        reader: Any = None
+        json_copy: list[bytes] | None = None
+        if self.kind is not None and not no_body:
+            if is_sse:
+                reader = anthropic_wire.StreamReader() if self.kind == "messages" else \
+                    openai_wire.StreamReader(self.kind, strip_usage_chunk=rewrite)  # type: ignore[arg-type]
+            else:
+                json_copy = []
+        copied = 0
+        complete = False
+        try:
+            while not no_body:
+                data = resp.read1(CHUNK)
+                if not data:
+                    complete = True
+                    break
+                if rewrite:
+                    out = reader.filter(data)
+                else:
+                    out = data
+                    if reader is not None:
+                        reader.feed(decoder.decode(data))
+                    elif json_copy is not None and copied < MAX_JSON_COPY:
+                        json_copy.append(decoder.decode(data))
+                        copied += len(data)
+                if client_ok and out:
+                    client_ok = self._write(out, chunked_out)
+                if not client_ok and is_sse:
+                    # The client went away mid-stream: stop the generation (the provider bills
+                    # only what it produced) and record the input side plus an output estimate.
+                    break
+            if no_body:
+                complete = True
+            if rewrite and complete:
+                tail = reader.flush()
+                if client_ok and tail:
+                    client_ok = self._write(tail, chunked_out)
+            if client_ok and chunked_out:
+                client_ok = self._write_raw(b"0\r\n\r\n")
+        except (OSError, http.client.HTTPException):
+            complete = False
+        finally:
+            if complete and not resp.will_close:
+                self.core.pool.put(up, conn)
+            else:
+                self.core.pool.discard(conn)
+            if not client_ok or not complete:
+                h.close_connection = True
+            self._settle(status, request_id, reader, json_copy, complete)
+
+    def _settle(self, status: int, request_id: str | None, reader: Any,
+                json_copy: list[bytes] | None, complete: bool) -> None:
+        if self.kind is None or self.estimate is None:
+            return
+        wu: WireUsage | None = None
+        if reader is not None:
+            wu = reader.result(complete)
+        elif json_copy is not None:
+            obj = load_json(b"".join(json_copy))
+            wu = anthropic_wire.usage_from_message(obj) if self.kind == "messages" else \
+                openai_wire.usage_from_body(obj, self.kind)  # type: ignore[arg-type]
+            if not complete or not wu.seen:
+                wu.partial = True
+        try:
+            self.core.settle(self.route, self.estimate, wu, status, request_id, complete)
+        except Exception:
+            log.exception("guard proxy: could not record a request's usage")
+
+    def _write(self, data: bytes, chunked: bool) -> bool:
+        if chunked:
+            return self._write_raw(b"%x\r\n%b\r\n" % (len(data), data))
+        return self._write_raw(data)
+
+    def _write_raw(self, data: bytes) -> bool:
+        try:
+            self.h.wfile.write(data)
+            return True
+        except OSError:
+            return False
+
+
+def _no_retry_words(message: str) -> str:
+    """litellm turns an error into a retried RateLimitError when its text contains "rate limit"
+    or a standalone 429 (e.g. "$0.429"); keep a refusal's wording clear of both."""
+    import re
+
+    if re.search(r"\b429\b", message) or re.search(r"rate[\s_\-]*limit", message.lower()):
+        message = re.sub(r"\b429\b", "429.0", message)
+        message = re.sub(r"(?i)rate[\s_\-]*limit", "ceiling", message)
+    return message
+
+
+class RunningProxy:
+    def __init__(self, core: ProxyCore, server: _Server, thread: threading.Thread) -> None:
+        self._core = core
+        self._server = server
+        self._thread = thread
+        host, port = server.server_address[:2]
+        self.port: int = int(port)
+        self.url: str = f"http://127.0.0.1:{self.port}/{core.secret}"
+        self._stopped = False
+
+    def client_env(self, tool: str) -> dict[str, str]:
+        from guard.proxy.env import client_env
+
+        return client_env(self.url, tool, self._core.env)
+
+    def client_args(self, tool: str, tool_args: list[str]) -> list[str]:
+        """Extra arguments for the tool, when its environment alone cannot win. aider: a
+        --set-env on the command line makes configargparse ignore AIDER_SET_ENV, so ours must
+        be on the command line too."""
+        if tool != "aider" or not any(a == "--set-env" or a.startswith("--set-env=") for a in tool_args):
+            return []
+        env = self.client_env(tool)
+        out: list[str] = []
+        for k in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"):
+            out += ["--set-env", f"{k}={env[k]}"]
+        return out
+
+    def refuse_all(self, reason: str) -> None:
+        """From now on every metered request is refused with `reason` (a halt)."""
+        self._core.refusal = reason
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, give in-flight requests `timeout` seconds to end and emit their usage,
+        then cut the rest (each still emits what it saw)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._server.shutdown()
+        self._server.server_close()
+        if not self._core.wait_idle(timeout):
+            self._core.pool.close_all()
+            self._core.wait_idle(2.0)
+        self._core.pool.close_all()
+        self._thread.join(timeout=1.0)
+
+    def __enter__(self) -> "RunningProxy":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_proxy(sink: Any, gate: BudgetGate, pricer: Any, env: Mapping[str, str],
+                *, default_tool: str = "run") -> RunningProxy:
+    """Start the proxy on 127.0.0.1 (ephemeral port) in a daemon thread."""
+    import secrets
+
+    core = ProxyCore(sink, gate, pricer, env, secrets.token_urlsafe(24), default_tool)
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.core = core
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                              name="guard-proxy", daemon=True)
+    thread.start()
+    return RunningProxy(core, server, thread)
+
+
+__all__ = ["BudgetRefused", "RunningProxy", "start_proxy"]

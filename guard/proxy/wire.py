@@ -1,0 +1,166 @@
+"""What both wire formats share: the usage a response reported, an incremental SSE splitter,
+the worst-case estimate of a request, and side decompression of a response copy."""
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# A request without an output cap may still produce this many tokens (OpenAI makes the cap
+# optional). Generous on purpose: the reservation is an upper bound, released at the end.
+DEFAULT_MAX_OUTPUT_TOKENS = 32_768
+
+# Base64 images are billed by pixel count, not by their encoded size: Anthropic caps one image at
+# about 1,600 tokens, OpenAI's high-detail tiles stay under that too for normal sizes.
+IMAGE_TOKENS = 1_600
+_BASE64_DATA = re.compile(rb'"data"\s*:\s*"[A-Za-z0-9+/=]{1024,}"|"url"\s*:\s*"data:image/[^"]{1024,}"')
+
+
+@dataclass
+class WireUsage:
+    """One response's usage in guard's convention (input EXCLUDES cache reads and writes)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    model: str | None = None
+    message_id: str | None = None
+    # Only part of the truth: the stream was cut before its final usage (output is then estimated).
+    partial: bool = False
+    fields: set[str] = field(default_factory=set)
+
+    @property
+    def seen(self) -> bool:
+        return bool(self.fields)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The worst case of a request before it is sent."""
+
+    model: str | None
+    input_tokens: int
+    max_output_tokens: int
+    cache_write_factor: float = 1.0   # >1 when the request asks for cache writes (billed above input)
+    stream: bool = False
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.max_output_tokens
+
+
+def estimate_input_tokens(body: bytes) -> int:
+    """An upper-bound-leaning guess of a request's input tokens from its JSON size.
+
+    Real tokenizers average 3.5-4 bytes per token on English and code, so len/3 over-reserves a
+    little; base64 images are counted at their billed size instead of their byte length."""
+    size = len(body)
+    images = 0
+    for m in _BASE64_DATA.finditer(body):
+        size -= len(m.group(0))
+        images += 1
+    return size // 3 + images * IMAGE_TOKENS + 16
+
+
+def int_field(obj: Any, name: str) -> int | None:
+    if not isinstance(obj, dict):
+        return None
+    v = obj.get(name)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return max(0, int(v))
+
+
+def load_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+class SSESplitter:
+    """Cuts a byte stream into SSE events (blank-line separated) without waiting for more than
+    one event: `feed` returns the complete events seen so far, raw bytes included."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        if self._buf:
+            data = self._buf + data
+        events: list[bytes] = []
+        start = 0
+        while True:
+            i = data.find(b"\n\n", start)
+            j = data.find(b"\r\n\r\n", start)
+            if i < 0 and j < 0:
+                break
+            if j >= 0 and (i < 0 or j < i):
+                end = j + 4
+            else:
+                end = i + 2
+            events.append(data[start:end])
+            start = end
+        self._buf = data[start:]
+        return events
+
+    def rest(self) -> bytes:
+        out, self._buf = self._buf, b""
+        return out
+
+
+def sse_data(event: bytes) -> bytes:
+    """The `data:` payload of one raw SSE event (several data lines joined by newlines)."""
+    parts = []
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            v = line[5:]
+            parts.append(v[1:] if v.startswith(b" ") else v)
+    return b"\n".join(parts)
+
+
+class SideDecoder:
+    """Decompresses a copy of the response for parsing only; the client gets the original bytes."""
+
+    def __init__(self, content_encoding: str | None) -> None:
+        enc = (content_encoding or "").strip().lower()
+        self.supported = enc in ("", "identity", "gzip", "x-gzip", "deflate")
+        self._z: Any = None
+        if enc in ("gzip", "x-gzip"):
+            self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif enc == "deflate":
+            self._z = zlib.decompressobj()
+        self._deflate_raw_tried = enc != "deflate"
+        self.identity = enc in ("", "identity")
+
+    def decode(self, data: bytes) -> bytes:
+        if self._z is None or not self.supported:
+            return data if self.supported else b""
+        try:
+            return self._z.decompress(data)
+        except zlib.error:
+            if not self._deflate_raw_tried:
+                # Some servers send raw deflate without the zlib header.
+                self._deflate_raw_tried = True
+                self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.decode(data)
+            self.supported = False
+            return b""
+
+
+# Encodings the side decoder reads; others are removed from a metered request's Accept-Encoding
+# so the usage stays readable (the client then simply gets an encoding it also accepted).
+READABLE_ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
+
+
+def readable_accept_encoding(value: str) -> str:
+    kept = []
+    for part in value.split(","):
+        name = part.split(";", 1)[0].strip().lower()
+        if name in READABLE_ENCODINGS:
+            kept.append(part.strip())
+    return ", ".join(kept) or "identity"

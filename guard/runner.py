@@ -1,0 +1,842 @@
+"""One supervised run: admission, spawn, the event loop, halts, and the record of it all.
+
+The loop is single-threaded: adapter threads only queue events (Sink) and wake it through a
+pipe; PTY bytes, signals, controls from `guard stop/resume` and the time ceiling all arrive as
+readable fds or timeouts of one `select`. Every decision is written to the ledger before it is
+acted on.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from guard.adapters.base import Adapter, LaunchContext, Remaining
+from guard.config import Settings
+from guard.environment import Environment
+from guard.errors import ExitStatus, GuardError, Refused
+from guard.governor import TASK_CEILINGS, Ceiling, Decision, Policy, decide, soft_message
+from guard.identity import Identity, resolve_identity
+from guard.ledger import Ledger
+from guard.ledger.records import Approval, Halt, RunRecord
+from guard.meter import Meter
+from guard.pricing import Pricer
+from guard.supervisor import prompt as pause_prompt
+from guard.supervisor.spawn import Child, spawn, start_sentinel
+from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
+from guard.supervisor.tree import ProcessTree
+from guard.usage import Totals, UsageEvent
+
+POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
+CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
+PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
+
+
+class Sink:
+    """Thread-safe mailbox between adapter threads and the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.events: list[UsageEvent] = []
+        self.notices: list[tuple[str, str]] = []
+        self.halts: list[tuple[str, str]] = []
+        self.accuracy: str | None = None
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+
+    def _wake(self) -> None:
+        try:
+            os.write(self.write_fd, b"!")
+        except BlockingIOError:
+            pass  # the loop is already due to wake
+
+    def emit(self, event: UsageEvent) -> None:
+        with self._lock:
+            self.events.append(event)
+        self._wake()
+
+    def notice(self, key: str, message: str) -> None:
+        with self._lock:
+            self.notices.append((key, message))
+        self._wake()
+
+    def halt(self, ceiling: str, message: str) -> None:
+        with self._lock:
+            self.halts.append((ceiling, message))
+        self._wake()
+
+    def set_accuracy(self, accuracy: str) -> None:
+        with self._lock:
+            self.accuracy = accuracy
+        self._wake()
+
+    def take(self) -> tuple[list[UsageEvent], list[tuple[str, str]], list[tuple[str, str]], str | None]:
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            out = (self.events, self.notices, self.halts, self.accuracy)
+            self.events, self.notices, self.halts, self.accuracy = [], [], [], None
+        return out
+
+    def close(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+@dataclass
+class TaskLimits:
+    """The task's four ceilings after raises, and what earlier runs of the task already used."""
+
+    limits: dict[str, float]
+    prior: Totals
+    prior_seconds: float
+
+
+@dataclass
+class Stopper:
+    """Walks the stop sequence, one signal per deadline, while the loop keeps copying output."""
+
+    steps: list[tuple[int | None, float]]
+    deadline: float = 0.0
+    done: bool = False
+
+    def due(self, now: float) -> bool:
+        return not self.done and now >= self.deadline
+
+
+@dataclass
+class PeriodCeilings:
+    """Developer/team/line ceilings: limits, and spend by other runs in the period."""
+
+    ceilings: list[Ceiling] = field(default_factory=list)
+    refreshed_at: float = 0.0
+
+
+class BudgetRefused(GuardError):
+    exit_status = ExitStatus.HALTED
+
+
+class Run:
+    def __init__(self, envr: Environment, settings: Settings, ledger: Ledger, adapter: Adapter,
+                 tool: str, tool_args: list[str], wrapper_dirs: tuple[Path, ...] = ()) -> None:
+        self.envr = envr
+        self.settings = settings
+        self.ledger = ledger
+        self.adapter = adapter
+        self.tool = tool
+        self.tool_args = tool_args
+        self.wrapper_dirs = wrapper_dirs
+        self.run_id = uuid.uuid4().hex[:12]
+        self.identity: Identity = resolve_identity(settings, str(envr.cwd))
+        self.task: str = settings.task or self.run_id
+        self.interactive = envr.interactive
+        on_limit = settings.on_limit or ("pause" if self.interactive else "stop")
+        self.policy = Policy(on_limit=on_limit, soft_fraction=settings.soft_threshold)
+        from guard.pricing import load_overrides
+
+        overrides = load_overrides(Path(settings.prices).expanduser()) if settings.prices else None
+        self.pricer = Pricer(overrides, settings.unknown_price)
+        self.meter = Meter(self.run_id, ledger, self.pricer)
+        self.sink = Sink()
+        self.started_at = time.time()
+        self.run_dir = envr.home / "runs" / self.run_id
+        self.state_path = self.run_dir / "state.json"
+        self.child: Child | None = None
+        self.tree: ProcessTree | None = None
+        self.sentinel: Any = None
+        self.terminal: Terminal | None = None
+        self.halt: Halt | None = None           # the halt in force (None once resumed)
+        self.halted = False                     # the run ended because guard halted it
+        self.paused = False
+        self.stopper: Stopper | None = None
+        self.exit_code: int | None = None
+        self.warned_notices: list[str] = []
+        self.period = PeriodCeilings()
+        self.reserved_usd = 0.0
+        self.reserved_tokens = 0
+        self._gate_lock = threading.Lock()
+        self._prompt_buf = ""
+        self._prompt_stage = "menu"            # menu | amount
+        self._signals: list[int] = []
+        self._step_seen = 0
+        self._last_poll = 0.0
+        self._last_control = 0.0
+        self._last_state_write = 0.0
+        self._state_dirty = False
+        self.proxy: Any = None
+        self.task_limits = self._task_limits()
+
+    # -- admission -----------------------------------------------------------------------------
+
+    def _task_limits(self) -> TaskLimits:
+        s = self.settings
+        base = {"usd": s.max_usd, "tokens": s.max_tokens, "steps": s.max_steps, "time": s.max_time}
+        raises = self.ledger.task_raises(self.task) if s.task else {}
+        limits = {k: float(v) + raises.get(k, 0.0) for k, v in base.items() if v is not None}
+        if s.task:
+            prior = self.ledger.task_totals(self.task, exclude_run=self.run_id)
+            seconds = self.ledger.task_elapsed(self.task, exclude_run=self.run_id)
+        else:
+            prior, seconds = Totals(), 0.0
+        return TaskLimits(limits, prior, seconds)
+
+    def ceilings(self, now: float | None = None, extra_usd: float = 0.0, extra_tokens: int = 0) -> list[Ceiling]:
+        now = time.time() if now is None else now
+        t = self.meter.totals
+        p = self.task_limits.prior
+        used = {
+            "usd": p.cost_usd + t.cost_usd + extra_usd,
+            "tokens": p.tokens + t.tokens + extra_tokens,
+            "steps": p.steps + t.steps,
+            "time": self.task_limits.prior_seconds + (now - self.started_at),
+        }
+        out = [Ceiling(k, lim, used[k]) for k, lim in self.task_limits.limits.items()]
+        for c in self.period.ceilings:
+            out.append(Ceiling(c.name, c.limit, c.used + t.cost_usd + extra_usd, c.scope, c.resets_at))
+        return out
+
+    def remaining(self) -> Remaining:
+        cs = {c.name: c for c in self.ceilings()}
+
+        def left(name: str) -> float | None:
+            return max(0.0, cs[name].limit - cs[name].used) if name in cs else None
+
+        usd = [max(0.0, c.limit - c.used) for c in cs.values() if c.kind == "usd"]
+        tokens, steps, seconds = left("tokens"), left("steps"), left("time")
+        return Remaining(min(usd) if usd else None, int(tokens) if tokens is not None else None,
+                         int(steps) if steps is not None else None, seconds)
+
+    def _refresh_period(self, now: float) -> None:
+        from guard import budgets
+
+        self.period = PeriodCeilings(
+            budgets.period_ceilings(self.ledger, self.identity, self.settings, now,
+                                    line=self.settings.line, exclude_run=self.run_id),
+            now)
+
+    def _admit(self) -> None:
+        """Refuse a task a ceiling already halted (until someone raises it), or one with
+        nothing left of a ceiling."""
+        reasons: list[tuple[Ceiling | None, str]] = []
+        halted = dict(self.ledger.task_halts(self.task)) if self.settings.task else {}
+        for c in self.ceilings():
+            if c.name in halted or c.reached:
+                reasons.append((c, c.headline()))
+        for name, run_id in halted.items():
+            if name not in {c.name for c in self.ceilings()}:
+                reasons.append((None, f"task {self.task!r} was halted by its {name} ceiling in run {run_id}"))
+        if not reasons:
+            return
+        ceiling, text = reasons[0]
+        msg = f"refused: {text}"
+        if ceiling is not None and ceiling.scope == "task" and self.settings.task:
+            msg += (f"; task {self.task!r} stays halted until its ceiling is raised "
+                    f"(guard resume {halted.get(ceiling.name, 'RUN_ID')} --raise-{ceiling.name} AMOUNT)")
+        elif ceiling is not None and ceiling.resets_at:
+            from guard.ledger.records import iso
+
+            msg += f"; resets at {iso(ceiling.resets_at)}"
+        halt = Halt(ceiling.name if ceiling else "task", ceiling.limit if ceiling else 0,
+                    ceiling.used if ceiling else 0, "refuse", msg)
+        self.ledger.create_run(self._record(status="refused", halt=halt, ended_at=time.time()))
+        raise Refused(msg)
+
+    def _record(self, **kw: Any) -> RunRecord:
+        return RunRecord(
+            id=self.run_id, tool=self.tool, task=self.task, developer=self.identity.developer,
+            team=self.identity.team, machine=self.identity.machine, line=self.settings.line,
+            started_at=self.started_at, cwd=str(self.envr.cwd), argv=self.tool_args,
+            limits=self.task_limits.limits, guard_pid=os.getpid(), **kw)
+
+    # -- the budget gate (used by the metering proxy before it forwards a request) --------------
+
+    def reserve(self, usd: float, tokens: int) -> tuple[float, int]:
+        with self._gate_lock:
+            for c in self.ceilings(extra_usd=self.reserved_usd + usd,
+                                   extra_tokens=self.reserved_tokens + tokens):
+                if c.kind in ("usd", "tokens") and c.used > c.limit and c.name not in self.policy.lifted:
+                    raise BudgetRefused(c.headline().replace("reached", "would be exceeded"))
+            self.reserved_usd += usd
+            self.reserved_tokens += tokens
+            return (usd, tokens)
+
+    def release(self, reservation: tuple[float, int]) -> None:
+        with self._gate_lock:
+            self.reserved_usd -= reservation[0]
+            self.reserved_tokens -= reservation[1]
+
+    # -- main ----------------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        if self.settings.budgets or self.settings.policy:
+            self._refresh_period(time.time())
+        self._admit()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(self.envr.env)
+        rem = self.remaining()
+        env.update(self._budget_env(rem))
+        ctx = LaunchContext(
+            run_id=self.run_id, tool_args=self.tool_args, env=env, run_dir=self.run_dir,
+            state_path=self.state_path, cwd=self.envr.cwd, started_at=self.started_at,
+            interactive=self.interactive, remaining=rem,
+            options=dict(self.settings.get(self.tool) or {}), wrapper_dirs=self.wrapper_dirs)
+        if self.settings.meter == "proxy":
+            self._start_proxy(ctx)
+        launch = self.adapter.prepare(ctx)
+        self.pricer.warm()
+        self.ledger.create_run(self._record(status="running"))
+        self._write_state(force=True)
+        try:
+            return self._supervise(launch.argv, launch.env)
+        except BaseException:
+            self._finish_crashed()
+            raise
+
+    def _budget_env(self, rem: Remaining) -> dict[str, str]:
+        env = {"GUARD_RUN_ID": self.run_id}
+        for name, value in (("USD", rem.usd), ("TOKENS", rem.tokens), ("STEPS", rem.steps),
+                            ("SECONDS", rem.seconds)):
+            if value is not None:
+                env[f"GUARD_REMAINING_{name}"] = f"{value:.4f}" if name == "USD" else str(int(value))
+        return env
+
+    def _start_proxy(self, ctx: LaunchContext) -> None:
+        from guard.proxy import start_proxy  # type: ignore[import-not-found]
+
+        self.proxy = start_proxy(self.sink, self, self.pricer, ctx.env)
+        ctx.env.update(self.proxy.client_env(self.tool))
+
+    def _supervise(self, argv: list[str], env: dict[str, str]) -> int:
+        from guard.supervisor.linux import become_subreaper
+
+        become_subreaper()
+        size = None
+        if self.interactive:
+            self.terminal = Terminal(self.envr.stdin_fd)
+            try:
+                size = get_size(self.envr.stdin_fd)
+            except OSError:
+                size = None
+        old_handlers = self._install_signals()
+        # watchers first: nothing the agent writes in its first milliseconds goes unseen
+        self.adapter.start(self.sink)
+        try:
+            self.child = spawn(argv, env, str(self.envr.cwd), self.interactive, size)
+            self.sentinel = start_sentinel(self.child.pid)
+            self.tree = ProcessTree(self.child.pid, exclude=lambda: {self.sentinel.pid})
+            self.ledger.update_run(self.run_id, agent_pid=self.child.pid)
+            if self.terminal is not None:
+                self.terminal.raw()
+            self._loop()
+        finally:
+            if self.terminal is not None:
+                self.terminal.restore()
+            self._restore_signals(old_handlers)
+        return self._finish()
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _install_signals(self) -> dict[int, Any]:
+        self._sig_r, self._sig_w = os.pipe()
+        os.set_blocking(self._sig_r, False)
+        os.set_blocking(self._sig_w, False)
+        self._old_wakeup = signal.set_wakeup_fd(self._sig_w)
+        old = {}
+        for sig in (signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP,
+                    signal.SIGINT, signal.SIGQUIT):
+            old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self._signals.append(signum)
+
+    def _restore_signals(self, old: dict[int, Any]) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self._old_wakeup)
+        for fd in (self._sig_r, self._sig_w):
+            os.close(fd)
+
+    def _handle_signals(self) -> None:
+        try:
+            while os.read(self._sig_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        sigs, self._signals = self._signals, []
+        for sig in sigs:
+            if sig == signal.SIGWINCH and self.child and self.child.master_fd is not None:
+                try:
+                    set_size(self.child.master_fd, *get_size(self.envr.stdin_fd))
+                except OSError:
+                    pass
+            elif sig == signal.SIGUSR1:
+                self._apply_controls()
+            elif sig == signal.SIGCHLD:
+                self._reap_orphans()
+            elif sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+                # guard is asked to end: pass it on to the agent and keep supervising its exit
+                if self.tree is not None:
+                    if self.paused:
+                        self.tree.resume()
+                    self.tree.signal(sig)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        assert self.child is not None
+        master = self.child.master_fd
+        stdin_open = self.interactive
+        while True:
+            now = time.monotonic()
+            rfds = [self.sink.read_fd, self._sig_r]
+            if master is not None:
+                rfds.append(master)
+            if stdin_open:
+                rfds.append(self.envr.stdin_fd)
+            timeout = self._timeout()
+            try:
+                ready, _, _ = select.select(rfds, [], [], timeout)
+            except InterruptedError:
+                ready = []
+            if self._sig_r in ready or self._signals:
+                self._handle_signals()
+            if master is not None and master in ready:
+                if not self._copy_out(master):
+                    master = None
+            if stdin_open and self.envr.stdin_fd in ready:
+                stdin_open = self._copy_in(master)
+            self._tick(now)
+            if self._child_exited():
+                break
+        # the agent is gone: copy what it left in the PTY, read the last records
+        if master is not None:
+            while self._copy_out(master):
+                pass
+        self.adapter.close()
+        self._process_sink()
+        self._sweep_leftovers()
+
+    def _timeout(self) -> float:
+        t = 0.25
+        if self.stopper and not self.stopper.done:
+            t = min(t, max(0.0, self.stopper.deadline - time.monotonic()))
+        time_ceiling = self.task_limits.limits.get("time")
+        if time_ceiling and "time" not in self.policy.lifted and not self.paused:
+            left = time_ceiling - (self.task_limits.prior_seconds + time.time() - self.started_at)
+            t = min(t, max(0.0, left + 0.001))
+        return t
+
+    def _copy_out(self, master: int) -> bool:
+        try:
+            data = os.read(master, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError as e:
+            if e.errno == errno.EIO:  # the slave side closed: the agent is gone
+                return False
+            raise
+        if not data:
+            return False
+        tap = getattr(self.adapter, "feed_output", None)
+        if tap is not None:
+            tap(data)
+        write_all(self.envr.stdout_fd, data)
+        return True
+
+    def _copy_in(self, master: int | None) -> bool:
+        try:
+            data = os.read(self.envr.stdin_fd, 1 << 14)
+        except OSError:
+            return False
+        if not data:
+            return False
+        if self.paused and self.interactive:
+            self._prompt_input(data.decode(errors="replace"))
+        elif master is not None:
+            write_all(master, data)
+        return True
+
+    def _tick(self, _now: float) -> None:
+        mono = time.monotonic()
+        if mono - self._last_poll >= POLL_INTERVAL:
+            self._last_poll = mono
+            self.adapter.poll()
+        if mono - self._last_control >= CONTROL_INTERVAL:
+            self._last_control = mono
+            self._apply_controls()
+        if self.period.ceilings and time.time() - self.period.refreshed_at >= PERIOD_REFRESH:
+            self._refresh_period(time.time())
+        self._process_sink()
+        self._evaluate()
+        if self.stopper and self.stopper.due(mono):
+            self._advance_stopper()
+        if self._state_dirty and mono - self._last_state_write >= 0.05:
+            self._write_state()
+
+    def _child_exited(self) -> bool:
+        assert self.child is not None
+        code = self.child.popen.poll()
+        if code is None:
+            return False
+        self.exit_code = code if code >= 0 else 128 - code
+        return True
+
+    def _reap_orphans(self) -> None:
+        """guard is a subreaper: adopted descendants become its zombies; bury them."""
+        try:
+            import psutil
+
+            for p in psutil.Process().children():
+                if p.pid in (self.child.pid if self.child else -1, self.sentinel.pid if self.sentinel else -1):
+                    continue
+                try:
+                    if p.status() == psutil.STATUS_ZOMBIE:
+                        os.waitpid(p.pid, os.WNOHANG)
+                except (psutil.Error, ChildProcessError):
+                    pass
+        except Exception:
+            pass
+
+    # -- events and decisions -----------------------------------------------------------------
+
+    def _process_sink(self) -> None:
+        events, notices, halts, accuracy = self.sink.take()
+        if events:
+            self.meter.record_batch(events)
+            if self.halted and self.stopper and not self.stopper.done and self.stopper.steps:
+                # still spending after being told to stop: it is not winding down, escalate now
+                self._advance_stopper()
+            for ev in events:
+                merged, price = self.meter.calls[ev.key]
+                if not price.known:
+                    self._unknown_price(merged)
+            self._state_dirty = True
+        for key, message in notices:
+            if self.ledger.add_notice(self.run_id, key, message):
+                self._show(message)
+        if accuracy is not None:
+            self.ledger.update_run(self.run_id, accuracy=accuracy)
+        for ceiling, message in halts:
+            if self.halt is None and not self.halted:
+                self._halt(Halt(ceiling, 0, 0, self.policy.on_limit, message))
+
+    def _unknown_price(self, ev: UsageEvent) -> None:
+        if self.pricer.unknown == "refuse":
+            if self.halt is None and not self.halted:
+                msg = (f"halted at step {self.meter.totals.steps}: no price known for model "
+                       f"{ev.model!r} (unknown_price: refuse; add it to a prices file)")
+                self._halt(Halt("unknown_price", 0, 0, "stop", msg), action="stop")
+            return
+        key = f"unknown-price:{ev.model}"
+        msg = (f"no price known for model {ev.model!r}: counting it at the most expensive "
+               f"{ev.model and ev.model.split('-')[0] or 'known'} price ({self.meter.calls[ev.key][1].basis}); "
+               "set its price in a prices file")
+        if self.ledger.add_notice(self.run_id, key, msg):
+            self._show(msg)
+
+    def _evaluate(self) -> None:
+        if self.halt is not None or self.halted:
+            return
+        decision = decide(self.ceilings(), self.policy)
+        for c in decision.warnings:
+            self.policy.warned.add(c.name)
+            msg = soft_message(c)
+            if self.ledger.add_notice(self.run_id, f"soft:{c.name}", msg):
+                self._show("warning: " + msg)
+        if decision.ceiling is not None:
+            self._halt_for(decision)
+
+    def _halt_for(self, decision: Decision) -> None:
+        c = decision.ceiling
+        assert c is not None
+        message = decision.halt_message(self.meter.totals.steps + self.task_limits.prior.steps)
+        self._halt(Halt(c.name, c.limit, round(c.used, 6), decision.action, message))
+
+    def _halt(self, halt: Halt, action: str | None = None) -> None:
+        """Record first, then act."""
+        action = action or halt.action
+        halt.action = action
+        self.halt = halt
+        self.ledger.update_run(self.run_id, status="paused" if action == "pause" else "halted", halt=halt)
+        if self.settings.task and halt.ceiling in TASK_CEILINGS:
+            self.ledger.mark_task_halted(self.task, halt.ceiling, self.run_id)
+        self._write_state(force=True)
+        if action == "pause":
+            self._pause()
+            return
+        self.halted = True
+        self.adapter.on_halt(halt.message)
+        self._stop(kill=action == "kill")
+
+    def _stop(self, kill: bool = False) -> None:
+        assert self.tree is not None
+        if self.paused:
+            self.paused = False
+            self.tree.resume()
+        if kill:
+            self.stopper = Stopper([(signal.SIGKILL, 0.5)])
+        else:
+            steps: list[tuple[int | None, float]] = []
+            if self.adapter.has_graceful_stop:
+                steps.append((None, float(self.settings.grace)))
+            steps += [(int(sig), grace) for sig, grace in self.adapter.stop_sequence()]
+            self.stopper = Stopper(steps)
+        self._advance_stopper()
+
+    def _advance_stopper(self) -> None:
+        assert self.stopper is not None and self.tree is not None
+        if not self.stopper.steps:
+            self.stopper.done = True
+            return
+        sig, grace = self.stopper.steps.pop(0)
+        if sig is not None:
+            self.tree.signal(sig)
+        self.stopper.deadline = time.monotonic() + grace
+
+    def _sweep_leftovers(self) -> None:
+        """Nothing the agent started may go on spending after guard is gone."""
+        if self.tree is None:
+            return
+        left = self.tree.members()
+        if not left:
+            return
+        self.tree.signal(signal.SIGCONT)
+        self.tree.signal(signal.SIGTERM)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and self.tree.members():
+            time.sleep(0.02)
+            self._reap_orphans()
+        if self.tree.members():
+            self.tree.signal(signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and self.tree.members():
+                time.sleep(0.02)
+                self._reap_orphans()
+
+    # -- pause, prompt, controls --------------------------------------------------------------
+
+    def _pause(self) -> None:
+        assert self.tree is not None and self.halt is not None
+        self.tree.stop()
+        self.paused = True
+        if self.interactive:
+            self._prompt_stage = "menu"
+            self._prompt_buf = ""
+            self._tty(f"\r\n\x1b[0mguard: paused: {self.halt.message}\r\nguard: {pause_prompt.MENU}")
+        else:
+            self._show(f"paused: {self.halt.message}; resume with `guard resume {self.run_id} "
+                       f"--raise-{self.halt.ceiling if self.halt.ceiling in TASK_CEILINGS else 'usd'} AMOUNT`, "
+                       f"`guard resume {self.run_id}` to continue past it, or `guard stop {self.run_id}`")
+
+    def _tty(self, text: str) -> None:
+        write_all(self.envr.stdout_fd, text.encode())
+
+    def _prompt_input(self, text: str) -> None:
+        assert self.halt is not None
+        for ch in text:
+            if self._prompt_stage == "menu":
+                choice = pause_prompt.parse_choice(ch)
+                if choice is None:
+                    continue
+                self._tty(ch + "\r\n")
+                if choice == "stop":
+                    self._resolve_pause("stop", None, "prompt")
+                elif choice == "continue":
+                    self._resolve_pause("continue", None, "prompt")
+                elif self.halt.ceiling not in TASK_CEILINGS and not self.halt.ceiling.endswith("usd"):
+                    self._tty(f"guard: the {self.halt.ceiling} ceiling cannot be raised here\r\n"
+                              f"guard: {pause_prompt.MENU}")
+                else:
+                    self._prompt_stage = "amount"
+                    self._prompt_buf = ""
+                    self._tty("guard: " + pause_prompt.amount_question(self._raise_kind()))
+            else:
+                if ch in "\r\n":
+                    self._tty("\r\n")
+                    try:
+                        amount = pause_prompt.parse_amount(self._raise_kind(), self._prompt_buf)
+                    except GuardError as e:
+                        self._prompt_buf = ""
+                        self._tty(f"guard: {e}\r\nguard: " + pause_prompt.amount_question(self._raise_kind()))
+                        continue
+                    self._resolve_pause("raise", amount, "prompt")
+                    return
+                elif ch in "\x7f\b":
+                    if self._prompt_buf:
+                        self._prompt_buf = self._prompt_buf[:-1]
+                        self._tty("\b \b")
+                elif ch == "\x03":
+                    self._tty("^C\r\n")
+                    self._resolve_pause("stop", None, "prompt")
+                    return
+                elif ch.isprintable():
+                    self._prompt_buf += ch
+                    self._tty(ch)
+
+    def _raise_kind(self) -> str:
+        assert self.halt is not None
+        return self.halt.ceiling if self.halt.ceiling in TASK_CEILINGS else "usd"
+
+    def _resolve_pause(self, choice: str, amount: float | None, by: str,
+                       raises: dict[str, float] | None = None) -> None:
+        """Apply the answer to a pause, from the prompt or from `guard resume/stop`."""
+        if self.halt is None:
+            return
+        who = f"{self.identity.developer} ({by})"
+        if choice == "stop":
+            self.halted = True
+            self.paused_prompt_done()
+            self.ledger.update_run(self.run_id, status="halted",
+                                   halt=Halt(self.halt.ceiling, self.halt.limit, self.halt.used, "stop",
+                                             self.halt.message))
+            self.adapter.on_halt(self.halt.message)
+            self._stop()
+            return
+        raises = dict(raises or {})
+        if choice == "raise" and amount is not None:
+            raises[self._raise_kind()] = amount
+        for kind, value in raises.items():
+            self.ledger.add_approval(Approval(self.run_id, self.task, kind, value, who, ts=time.time()))
+            if kind in self.task_limits.limits:
+                self.task_limits.limits[kind] += value
+            else:
+                self.task_limits.limits[kind] = value + (self.halt.used if self.halt.ceiling == kind else 0)
+        if choice == "continue" or not raises:
+            self.policy.lifted.add(self.halt.ceiling)
+            self.ledger.add_approval(Approval(self.run_id, self.task, self.halt.ceiling, None, who,
+                                              reason="continue past the ceiling for this run",
+                                              ts=time.time()))
+        self.ledger.update_run(self.run_id, status="running", halt=None, limits=self.task_limits.limits)
+        self.halt = None
+        self.paused_prompt_done()
+        self._write_state(force=True)
+        assert self.tree is not None
+        self.tree.resume()
+        self._repaint()
+        self._evaluate()  # a raise too small pauses again at once
+
+    def paused_prompt_done(self) -> None:
+        self.paused = False
+        self._prompt_stage = "menu"
+        self._prompt_buf = ""
+
+    def _repaint(self) -> None:
+        """Full-screen agents redraw on a size change: nudge the PTY size and put it back."""
+        if self.child is None or self.child.master_fd is None:
+            return
+        try:
+            rows, cols = get_size(self.envr.stdin_fd)
+            set_size(self.child.master_fd, rows, max(1, cols - 1))
+            time.sleep(0.02)
+            set_size(self.child.master_fd, rows, cols)
+        except OSError:
+            pass
+
+    def _apply_controls(self) -> None:
+        for control in self.ledger.take_controls(self.run_id):
+            by = control.payload.get("by", "guard resume")
+            if control.action == "stop":
+                if self.halt is not None and self.paused:
+                    self._resolve_pause("stop", None, by)
+                elif not self.halted:
+                    self._halt(Halt("manual", 0, 0, "stop", f"stopped by {by}"), action="stop")
+            elif control.action == "resume" and self.paused:
+                raises = {k: float(v) for k, v in control.payload.get("raise", {}).items()}
+                self._resolve_pause("raise" if raises else "continue", None, by, raises)
+            elif control.action == "resume":
+                # a raise for a running run still counts for the task
+                for kind, value in control.payload.get("raise", {}).items():
+                    self.ledger.add_approval(Approval(self.run_id, self.task, kind, float(value), by,
+                                                      ts=time.time()))
+                    if kind in self.task_limits.limits:
+                        self.task_limits.limits[kind] += float(value)
+
+    # -- output to the developer ---------------------------------------------------------------
+
+    def _show(self, message: str) -> None:
+        """A notice that must not corrupt a full-screen agent: on a terminal it goes to the
+        window title and is repeated after the run; on pipes it is a plain stderr line."""
+        if self.interactive:
+            self.warned_notices.append(message)
+            self._tty(f"\x1b]2;guard: {message}\x07")
+        else:
+            self.envr.say(message)
+
+    def _write_state(self, force: bool = False) -> None:
+        self._state_dirty = False
+        self._last_state_write = time.monotonic()
+        t = self.meter.totals
+        state = {
+            "run_id": self.run_id,
+            "task": self.task,
+            "totals": t.as_dict(),
+            "ceilings": [{"name": c.name, "limit": c.limit, "used": round(c.used, 6), "scope": c.scope}
+                         for c in self.ceilings()],
+            # while paused the agent is frozen; once halted, hooks must refuse every tool call
+            "halt": {"ceiling": self.halt.ceiling, "message": self.halt.message}
+            if self.halt is not None and not self.paused else None,
+            "paused": self.paused,
+            "updated_at": time.time(),
+        }
+        tmp = self.state_path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(state))
+            os.replace(tmp, self.state_path)
+        except OSError:
+            pass
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _finish(self) -> int:
+        if self.proxy is not None:
+            self.proxy.stop()
+            self._process_sink()
+        if self.sentinel is not None:
+            try:
+                self.sentinel.stdin.write(b"done\n")
+                self.sentinel.stdin.close()
+            except OSError:
+                pass
+            self.sentinel.wait()
+        status = "halted" if self.halted else "completed"
+        code = int(ExitStatus.HALTED) if self.halted else (self.exit_code or 0)
+        self.ledger.update_run(self.run_id, status=status, exit_code=self.exit_code,
+                               ended_at=time.time(), skipped_records=self.adapter.skipped_records())
+        self._write_state(force=True)
+        self.sink.close()
+        for message in self.warned_notices:
+            self.envr.say(message)
+        if self.halted and self.halt is not None:
+            self.envr.say(f"{self.halt.message} ({self._spent_summary()})")
+        skipped = self.adapter.skipped_records()
+        if skipped:
+            self.envr.say(f"skipped {skipped} unreadable usage record(s)")
+        return code
+
+    def _spent_summary(self) -> str:
+        t = self.meter.totals
+        return f"run {self.run_id}: ${t.cost_usd:.2f}, {t.tokens} tokens, {t.steps} steps"
+
+    def _finish_crashed(self) -> None:
+        try:
+            if self.tree is not None:
+                self.tree.signal(signal.SIGKILL)
+            self.ledger.update_run(self.run_id, status="crashed", ended_at=time.time())
+        except Exception:
+            pass

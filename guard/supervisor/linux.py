@@ -1,0 +1,32 @@
+"""prctl calls guard relies on (Linux only; elsewhere they are no-ops)."""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import signal
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+_libc = None
+
+
+def _prctl(option: int, arg: int) -> bool:
+    global _libc
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return _libc.prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants (double forks, setsid daemons) are re-parented to guard instead of
+    init, so the whole tree stays visible as guard's descendants and can be stopped."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> bool:
+    """Called in the child before exec: if guard dies, the kernel sends `sig` to the agent."""
+    return _prctl(PR_SET_PDEATHSIG, int(sig))
