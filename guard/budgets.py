@@ -402,7 +402,7 @@ def notify_soft(ledger: SqlLedger, ceilings: Sequence[Ceiling], notify: Mapping[
     sent: list[str] = []
     for c in ceilings:
         for t in c.soft:
-            if c.committed < c.limit * t - 1e-9 or c.exhausted and t < c.hard and False:
+            if c.limit <= 0 or c.committed < c.limit * t - 1e-9:
                 continue
             msg = (f"guard: {c.name} at {c.committed / c.limit:.0%} (${c.committed:.2f} of ${c.limit:.2f}) "
                    f"this {c.period} for {c.scope}; resets {format_reset(c.until, now, c.timezone)}")

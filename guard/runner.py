@@ -337,8 +337,8 @@ class Run:
         self.adapter.start(self.sink)
         try:
             self.child = spawn(argv, env, str(self.envr.cwd), self.interactive, size)
-            self.sentinel = start_sentinel(self.child.pid)
-            self.tree = ProcessTree(self.child.pid, exclude=lambda: {self.sentinel.pid})
+            self.sentinel = start_sentinel(self.child.pid, self.run_id)
+            self.tree = ProcessTree(self.child.pid, exclude=lambda: {self.sentinel.pid}, run_id=self.run_id)
             self.ledger.update_run(self.run_id, agent_pid=self.child.pid)
             if self.terminal is not None:
                 self.terminal.raw()

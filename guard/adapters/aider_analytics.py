@@ -52,7 +52,7 @@ class AnalyticsTracker:
         self.replies: list[Reply] = []
         self.interrupted: list[int] = []
         self.exited = False
-        self._last_prompt = 0
+        self._last: Reply | None = None
 
     @property
     def live(self) -> bool:
@@ -93,9 +93,7 @@ class AnalyticsTracker:
     def _model(self, props: dict[str, Any]) -> str | None:
         name = props.get("main_model")
         if isinstance(name, str) and name and "REDACTED" not in name and name != "None":
-            if self.model is None or self.model.split("/")[-1] == name.split("/")[-1]:
-                return name
-            return self.model
+            return name
         return self.model
 
     def _on_send(self, props: dict[str, Any], now: float) -> list[UsageEvent]:
@@ -108,11 +106,11 @@ class AnalyticsTracker:
         prompt = int(_num(props, "prompt_tokens"))
         completion = int(_num(props, "completion_tokens"))
         cost = _num(props, "cost")
-        self.replies.append(Reply(call, prompt, completion, cost, _num(props, "total_cost")))
-        self._last_prompt = prompt or self._last_prompt
+        reply = Reply(call, prompt, completion, cost, _num(props, "total_cost"))
+        self.replies.append(reply)
+        if prompt:
+            self._last = reply
         model = self._model(props)
-        if model and model != self.model and self.model is None:
-            self.model = model
         return [UsageEvent(
             key=self.key(call), source=SOURCE, model=model,
             # aider's prompt count includes cached tokens and cache writes: it cannot be split
@@ -129,9 +127,15 @@ class AnalyticsTracker:
             return []
         self.open_call = None
         self.interrupted.append(call)
-        # What is known of a cut call: it re-sent at least the conversation of the last counted
-        # one (a lower bound of its input); its output is unknown.
+        # What is known of a cut call: it re-sent about the conversation of the last counted one
+        # (its input); its output is unknown. aider's price of that input, when it has one, is
+        # the last call's cost shared out by tokens (a lower bound when output costs more).
+        last = self._last
+        prompt = last.prompt_tokens if last else 0
+        cost = None
+        if last is not None and last.cost > 0:
+            cost = last.cost * last.prompt_tokens / max(1, last.prompt_tokens + last.completion_tokens)
         return [UsageEvent(
-            key=self.key(call), source=SOURCE, model=self.model, input_tokens=self._last_prompt,
-            steps=1, estimated=True, interrupted=True, ts=now,
+            key=self.key(call), source=SOURCE, model=self.model, input_tokens=prompt,
+            cost_usd=cost, steps=1, estimated=True, interrupted=True, ts=now,
         )]

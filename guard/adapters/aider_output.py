@@ -114,6 +114,8 @@ class ReportScanner:
         # \r alone (spinners, PTY line ends) ends a line as far as we are concerned
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         data = self._line + text
+        if "\x08" in data:
+            data = _apply_backspaces(data)
         lines = data.split("\n")
         self._line = lines.pop()
         for line in lines:
@@ -184,6 +186,18 @@ class ReportScanner:
         for line in rest:   # lines after the report are ordinary lines again
             out += self._on_line(line)
         return out
+
+
+_BACKSPACE_RE = re.compile("[^\n\x08]\x08")
+
+
+def _apply_backspaces(text: str) -> str:
+    """A spinner draws and erases with backspaces: keep what is left on screen."""
+    while True:
+        new = _BACKSPACE_RE.sub("", text)
+        if new == text:
+            return new.replace("\x08", "")
+        text = new
 
 
 def _normalize(text: str) -> str:

@@ -46,6 +46,8 @@ MAX_PROJECT_DIR = 200      # longer folder names are cut and hashed by Claude Co
 class ClaudeCodeAdapter(Adapter):
     name = "claude"
     executable = "claude"
+    # the hooks end Claude Code by itself once the state file says "halt"
+    has_graceful_stop = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -74,6 +76,7 @@ class ClaudeCodeAdapter(Adapter):
         if args.subcommand or args.has("-h", "--help", "-v", "--version"):
             # not a session (claude mcp ..., claude --version): nothing to meter or stop gracefully
             self.passive = True
+            self.has_graceful_stop = False
             return Launch([exe, *ctx.tool_args], env)
 
         cfg = config_dir(env)
@@ -113,6 +116,12 @@ class ClaudeCodeAdapter(Adapter):
         else:
             extra += ["--settings", str(self.settings_path)]
         if args.has("--bare", "--safe-mode"):
+            self.has_graceful_stop = False
+        elif args.print_mode and not ctx.options.get("graceful_print", False):
+            # -p: nobody is there to read a stopReason and the loop ends anyway; SIGINT (Claude
+            # Code's own interrupt, ~0.1 s) beats waiting for the next tool boundary. The hooks
+            # still refuse any tool call that starts before the signal lands.
+            self.has_graceful_stop = False
             self._later("notice", ("claude-no-hooks",
                         "--bare/--safe-mode turn hooks off: guard will stop Claude Code by signals only"))
 
@@ -135,7 +144,7 @@ class ClaudeCodeAdapter(Adapter):
 
             self._otlp = OtlpReceiver(self._emit, on_error=lambda m: self._notice("claude-otlp", m))
             self._otlp.bind()
-            env.update(telemetry_env(self._otlp.endpoint, int(ctx.options.get("otel_interval_ms", 500))))
+            env.update(telemetry_env(self._otlp.endpoint, int(ctx.options.get("otel_interval_ms", 250))))
 
         # -- transcripts: only what is written after launch counts (a resumed session appends)
         from guard.tail import JsonlFollower

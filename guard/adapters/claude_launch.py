@@ -199,8 +199,16 @@ def _cmd(*parts: str | Path) -> str:
     return " ".join(shlex.quote(str(p)) for p in parts)
 
 
+# Matches the state file's "halt" once it holds an object (not null), however it is spaced.
+HALT_PATTERN = '"halt" *: *[{]'
+
+
 def hook_command(event: str, state_path: Path, sessions_file: Path, python: str = sys.executable) -> str:
-    return _cmd(python, "-S", "-I", HOOK_SCRIPT, event, state_path, sessions_file)
+    full = _cmd(python, "-S", "-I", HOOK_SCRIPT, event, state_path, sessions_file)
+    if event in ("pre", "post"):
+        # every tool call runs these: a grep (a few ms) decides, Python (~40 ms) only answers a halt
+        return f"grep -Eqs {shlex.quote(HALT_PATTERN)} {shlex.quote(str(state_path))} && exec {full}; exit 0"
+    return full
 
 
 def guard_settings(

@@ -25,12 +25,13 @@ from urllib.parse import unquote, urlsplit
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate, BudgetRefused
-from guard.proxy.wire import Estimate, SideDecoder, WireUsage, load_json, readable_accept_encoding
+from guard.proxy.wire import Dechunker, Estimate, SideDecoder, WireUsage, load_json, readable_accept_encoding
 from guard.usage import UsageEvent
 
 log = logging.getLogger("guard.proxy")
 
 CHUNK = 64 * 1024
+RAW_CHUNK = 256 * 1024
 MAX_JSON_COPY = 64 * 1024 * 1024     # non-streaming bodies larger than this are not parsed
 UPSTREAM_TIMEOUT = 600.0             # the SDKs' own default: a long thinking pause is normal
 
@@ -280,6 +281,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     allow_reuse_address = False
+    request_queue_size = 128     # agents open bursts of connections (sub-agents, parallel tools)
     core: ProxyCore
 
 
@@ -494,6 +496,7 @@ class _Exchange:
         # Rewriting needs the plain stream (guard asked for identity; a server may ignore that).
         rewrite = self.strip_usage and is_sse and status == 200 and decoder.identity
         length = resp.getheader("Content-Length")
+        raw = (not no_body and not rewrite and bool(resp.chunked) and h.request_version == "HTTP/1.1")
         chunked_out = False
         try:
             h.send_response_only(status, resp.reason)
@@ -526,26 +529,42 @@ class _Exchange:
                 json_copy = []
         copied = 0
         complete = False
+        # Verbatim mode: the upstream's chunked bytes go to the client as they are, read in large
+        # blocks (http.client's decoder hands out one chunk per call, <= 8 KB); a Dechunker
+        # recovers the payload for parsing.
+        dechunk = Dechunker() if raw else None
         try:
             while not no_body:
-                data = resp.read1(CHUNK)
-                if not data:
-                    complete = True
-                    break
+                if dechunk is not None:
+                    data = resp.fp.read1(RAW_CHUNK) if resp.fp is not None else b""
+                    if not data:
+                        break                  # the upstream closed before the last chunk
+                    payload = dechunk.feed(data)
+                    if dechunk.broken:
+                        break
+                else:
+                    data = resp.read1(CHUNK)
+                    if not data:
+                        complete = True
+                        break
+                    payload = data
                 if rewrite:
-                    out = reader.filter(data)
+                    out = reader.filter(payload)
                 else:
                     out = data
                     if reader is not None:
-                        reader.feed(decoder.decode(data))
+                        reader.feed(decoder.decode(payload))
                     elif json_copy is not None and copied < MAX_JSON_COPY:
-                        json_copy.append(decoder.decode(data))
-                        copied += len(data)
+                        json_copy.append(decoder.decode(payload))
+                        copied += len(payload)
                 if client_ok and out:
-                    client_ok = self._write(out, chunked_out)
+                    client_ok = self._write(out, chunked_out and not raw)
                 if not client_ok and is_sse:
                     # The client went away mid-stream: stop the generation (the provider bills
                     # only what it produced) and record the input side plus an output estimate.
+                    break
+                if dechunk is not None and dechunk.done:
+                    complete = True
                     break
             if no_body:
                 complete = True
@@ -553,12 +572,13 @@ class _Exchange:
                 tail = reader.flush()
                 if client_ok and tail:
                     client_ok = self._write(tail, chunked_out)
-            if client_ok and chunked_out:
+            if client_ok and chunked_out and not raw:
                 client_ok = self._write_raw(b"0\r\n\r\n")
         except (OSError, http.client.HTTPException):
             complete = False
         finally:
             if complete and not resp.will_close:
+                resp.close()     # marks the response done so the connection can carry the next one
                 self.core.pool.put(up, conn)
             else:
                 self.core.pool.discard(conn)
@@ -602,10 +622,13 @@ def _no_retry_words(message: str) -> str:
     or a standalone 429 (e.g. "$0.429"); keep a refusal's wording clear of both."""
     import re
 
-    if re.search(r"\b429\b", message) or re.search(r"rate[\s_\-]*limit", message.lower()):
-        message = re.sub(r"\b429\b", "429.0", message)
-        message = re.sub(r"(?i)rate[\s_\-]*limit", "ceiling", message)
-    return message
+    def pad(m: re.Match[str]) -> str:
+        # Same value, no standalone 429: "$0.429" -> "$0.4290", "$429.00" -> "$0429.00".
+        before = m.string[m.start() - 1] if m.start() else ""
+        return "4290" if before == "." else "0429"
+
+    message = re.sub(r"\b429\b", pad, message)
+    return re.sub(r"(?i)rate[\s_\-]*limit", "ceiling", message)
 
 
 class RunningProxy:

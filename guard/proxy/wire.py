@@ -90,27 +90,80 @@ class SSESplitter:
         self._buf = b""
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._buf:
+        old = len(self._buf)
+        if old:
             data = self._buf + data
         events: list[bytes] = []
         start = 0
+        scan = max(0, old - 3)       # the pending tail was searched already (minus a separator's overlap)
         while True:
-            i = data.find(b"\n\n", start)
-            j = data.find(b"\r\n\r\n", start)
+            i = data.find(b"\n\n", scan)
+            j = data.find(b"\r\n\r\n", scan, i + 2 if i >= 0 else len(data))
             if i < 0 and j < 0:
                 break
-            if j >= 0 and (i < 0 or j < i):
-                end = j + 4
-            else:
-                end = i + 2
+            end = j + 4 if j >= 0 and (i < 0 or j < i) else i + 2
             events.append(data[start:end])
-            start = end
-        self._buf = data[start:]
+            start = scan = end
+        self._buf = data[start:] if start else data
         return events
 
     def rest(self) -> bytes:
         out, self._buf = self._buf, b""
         return out
+
+
+class Dechunker:
+    """Decodes HTTP/1.1 chunked framing incrementally, so the proxy can forward the upstream's
+    bytes verbatim (framing included, in large reads) and still parse the payload."""
+
+    def __init__(self) -> None:
+        self._left = 0          # payload bytes left in the current chunk
+        self._crlf = 0          # bytes of the CRLF after a chunk still to skip
+        self._line = b""        # partial size or trailer line
+        self._trailers = False
+        self.done = False
+        self.broken = False
+
+    def feed(self, data: bytes) -> bytes:
+        out = []
+        i, n = 0, len(data)
+        while i < n and not self.done and not self.broken:
+            if self._left:
+                take = min(self._left, n - i)
+                out.append(data[i:i + take])
+                self._left -= take
+                i += take
+                if not self._left:
+                    self._crlf = 2
+                continue
+            if self._crlf:
+                take = min(self._crlf, n - i)
+                i += take
+                self._crlf -= take
+                continue
+            nl = data.find(b"\n", i)
+            if nl < 0:
+                self._line += data[i:]
+                if len(self._line) > 4096:
+                    self.broken = True
+                break
+            line = (self._line + data[i:nl]).rstrip(b"\r")
+            self._line = b""
+            i = nl + 1
+            if self._trailers:
+                if not line:
+                    self.done = True
+                continue
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                self.broken = True
+                break
+            if size == 0:
+                self._trailers = True
+            else:
+                self._left = size
+        return b"".join(out)
 
 
 def sse_data(event: bytes) -> bytes:

@@ -1,7 +1,9 @@
 """A tiny watcher process: if guard itself dies (even by SIGKILL), it kills the agent's tree.
 
-guard starts it in a session of its own with a pipe on stdin and writes the agent's process
-group and every descendant pid it learns of. EOF on the pipe means guard is gone.
+guard starts it in a session of its own with a pipe on stdin. EOF on the pipe means guard is
+gone: the sentinel then kills the agent's process group and every process that carries the
+run's GUARD_RUN_ID in its environment (descendants that left the group, via setsid or a
+double fork, still inherit it). "done" on the pipe means guard finished normally.
 """
 from __future__ import annotations
 
@@ -10,10 +12,40 @@ import signal
 import sys
 
 
+def marked_pids(marker: bytes) -> set[int]:
+    """Processes whose environment holds `marker` (GUARD_RUN_ID=<id>)."""
+    found: set[int] = set()
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    found.add(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_tree(pgid: int, marker: bytes) -> None:
+    for _ in range(3):  # a process may fork while we sweep
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+        pids = marked_pids(marker)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if not pids:
+            break
+
+
 def main() -> None:
-    pgid = int(sys.argv[1])
-    pids: set[int] = set()
-    buf = b""
+    pgid, run_id = int(sys.argv[1]), sys.argv[2]
     while True:
         try:
             chunk = os.read(0, 4096)
@@ -23,19 +55,9 @@ def main() -> None:
             chunk = b""
         if not chunk:
             break
-        buf += chunk
-        *lines, buf = buf.split(b"\n")
-        for line in lines:
-            if line == b"done":
-                return  # guard finished normally
-            if line.strip().isdigit():
-                pids.add(int(line))
-    for target in (lambda: os.killpg(pgid, signal.SIGKILL), *[
-            (lambda p=p: os.kill(p, signal.SIGKILL)) for p in pids]):
-        try:
-            target()
-        except OSError:
-            pass
+        if b"done" in chunk:
+            return
+    kill_tree(pgid, f"GUARD_RUN_ID={run_id}".encode())
 
 
 if __name__ == "__main__":

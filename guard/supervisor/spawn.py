@@ -68,10 +68,10 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, use_pty: bool,
     return Child(popen.pid, master, popen)
 
 
-def start_sentinel(pgid: int) -> subprocess.Popen:  # type: ignore[type-arg]
+def start_sentinel(pgid: int, run_id: str) -> subprocess.Popen:  # type: ignore[type-arg]
     """See guard.supervisor.sentinel: kills the agent's tree if guard dies."""
     return subprocess.Popen(
-        [sys.executable, "-m", "guard.supervisor.sentinel", str(pgid)],
+        [sys.executable, "-m", "guard.supervisor.sentinel", str(pgid), run_id],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )

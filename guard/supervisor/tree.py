@@ -13,7 +13,7 @@ Kill = Callable[[int, int], None]
 
 class ProcessTree:
     def __init__(self, root_pid: int, kill: Kill = os.kill, guard_pid: int | None = None,
-                 exclude: Callable[[], set[int]] = set) -> None:
+                 exclude: Callable[[], set[int]] = set, run_id: str | None = None) -> None:
         """`kill` is the seam tests replace; `exclude` names guard's own helpers (the sentinel)."""
         self.root_pid = root_pid
         self.pgid = root_pid  # the agent leads its own session and group
@@ -21,6 +21,7 @@ class ProcessTree:
         self._guard_pid = guard_pid or os.getpid()
         self._exclude = exclude
         self.known: set[int] = {root_pid}
+        self._marker = f"GUARD_RUN_ID={run_id}".encode() if run_id else None
 
     def members(self) -> set[int]:
         """Live pids of the tree now: guard's descendants and anything still in the agent's group."""
@@ -43,6 +44,11 @@ class ProcessTree:
                     continue
         except psutil.Error:
             pass
+        if self._marker is not None:
+            from guard.supervisor.sentinel import marked_pids
+
+            # descendants of a guard that is not their subreaper any more still carry the run id
+            pids |= marked_pids(self._marker)
         pids -= self._exclude()
         pids.discard(self._guard_pid)
         live = {pid for pid in pids if _alive(pid)}

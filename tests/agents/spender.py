@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--exit", type=int, default=0)
     p.add_argument("--garbage", action="store_true")
     p.add_argument("--sleep", type=float, default=0)
+    p.add_argument("--tag", default="", help="a word tests find this process by")
     args = p.parse_args()
     if args.ignore_signals:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

@@ -1,0 +1,80 @@
+"""Reports as terminal tables (rich), JSON or CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from guard.report.rollup import Report
+from guard.units import format_count
+
+GROUP_COLUMNS = ("key", "spend_usd", "tokens", "input_tokens", "output_tokens", "cache_write_tokens",
+                 "cache_read_tokens", "runs", "avg_usd", "p50_usd", "p90_usd", "halted_runs",
+                 "exhaustion_rate", "vs_team_median")
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.as_json(), indent=2)
+
+
+def to_csv(report: Report) -> str:
+    """One row per group (the first column is named after the grouping)."""
+    buf = io.StringIO()
+    cols = [c for c in GROUP_COLUMNS if c != "vs_team_median" or report.group_by == "developer"]
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([report.group_by if c == "key" else c for c in cols])
+    for g in report.groups:
+        w.writerow([g.get(c, "") if g.get(c) is not None else "" for c in cols])
+    return buf.getvalue()
+
+
+def _usd(v: float) -> str:
+    return f"${v:,.2f}" if v >= 0.01 or v == 0 else f"${v:.4f}"
+
+
+def print_report(report: Report, out: IO[str] | None = None, width: int | None = None) -> None:
+    console = Console(file=out, width=width, highlight=False)
+    t = report.totals
+    console.print(f"[bold]{report.label}[/bold] ({report.timezone}): {_usd(t['spend_usd'])} over "
+                  f"{t['runs']} runs by {t['developers']} developers; "
+                  f"{t['exhaustion_rate']:.0%} of runs halted by a ceiling")
+    table = Table(title=f"by {report.group_by}", title_justify="left")
+    table.add_column(report.group_by)
+    for name in ("spend", "tokens", "runs", "avg/run", "p50", "p90", "halted"):
+        table.add_column(name, justify="right")
+    dev = report.group_by == "developer"
+    if dev:
+        table.add_column("vs median", justify="right")
+    for g in report.groups:
+        row = [g["key"], _usd(g["spend_usd"]), format_count(g["tokens"]), str(g["runs"]),
+               _usd(g["avg_usd"]), _usd(g["p50_usd"]), _usd(g["p90_usd"]), f"{g['exhaustion_rate']:.0%}"]
+        if dev:
+            ratio = g.get("vs_team_median")
+            row.append(f"{ratio:.2f}x" if ratio is not None else "-")
+        table.add_row(*row)
+    console.print(table)
+    if report.top_runs:
+        top = Table(title="top-cost runs", title_justify="left")
+        for name in ("run", "developer", "tool", "task", "cost", "tokens", "status"):
+            top.add_column(name, justify="right" if name in ("cost", "tokens") else "left")
+        for r in report.top_runs:
+            status = r["status"] + (f" ({r['halt_ceiling']})" if r["halt_ceiling"] else "")
+            top.add_row(r["id"][:12], r["developer"], r["tool"], r["task"], _usd(r["cost_usd"]),
+                        format_count(r["tokens"]), status)
+        console.print(top)
+
+
+def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+               out: IO[str] | None = None, width: int | None = None) -> None:
+    console = Console(file=out, width=width, highlight=False)
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*[str(x) for x in r])
+    console.print(table)

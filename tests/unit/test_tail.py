@@ -1,0 +1,119 @@
+"""The follower against what agents and editors really do to files."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from guard.tail import MAX_LINE_BYTES, JsonlFollower
+
+
+def follower(tmp_path: Path, **kw):
+    got: list[dict] = []
+    f = JsonlFollower(tmp_path, "*.jsonl", lambda p, o: got.append(o), **kw)
+    return f, got
+
+
+def test_partial_line_waits_for_its_newline(tmp_path):
+    path = tmp_path / "u.jsonl"
+    f, got = follower(tmp_path)
+    path.write_text('{"a": 1')
+    f.poll()
+    assert got == []
+    with open(path, "a") as fh:
+        fh.write('}\n{"a": 2}\n')
+    f.poll()
+    assert got == [{"a": 1}, {"a": 2}]
+
+
+def test_garbage_is_skipped_and_counted(tmp_path):
+    path = tmp_path / "u.jsonl"
+    big = json.dumps({"x": "y" * (MAX_LINE_BYTES + 10)})
+    path.write_bytes(b'{"ok": 1}\n{not json\n\xff\xfe\n[1,2]\n' + big.encode() + b'\n{"ok": 2}\n')
+    f, got = follower(tmp_path)
+    f.poll()
+    assert got == [{"ok": 1}, {"ok": 2}]
+    s = f.skipped
+    assert (s.malformed, s.not_utf8, s.not_object, s.too_long) == (1, 1, 1, 1)
+
+
+def test_ten_megabyte_line_written_in_pieces_is_skipped(tmp_path):
+    path = tmp_path / "u.jsonl"
+    f, got = follower(tmp_path)
+    with open(path, "wb") as fh:
+        for _ in range(10):
+            fh.write(b"x" * (1 << 20))
+            fh.flush()
+            f.poll()
+        fh.write(b'\n{"after": true}\n')
+    f.poll()
+    assert got == [{"after": True}] and f.skipped.too_long == 1
+
+
+def test_truncation_restarts_from_zero(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"n": 1}\n{"n": 2}\n')
+    f, got = follower(tmp_path)
+    f.poll()
+    path.write_text('{"n": 3}\n')  # shorter: truncated and rewritten
+    f.poll()
+    assert [o["n"] for o in got] == [1, 2, 3]
+
+
+def test_replacement_by_rename_is_followed(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"n": 1}\n')
+    f, got = follower(tmp_path)
+    f.poll()
+    new = tmp_path / "new.tmp"
+    new.write_text('{"n": 2}\n{"n": 3}\n{"n": 4}\n')
+    os.replace(new, path)
+    f.poll()
+    assert [o["n"] for o in got] == [1, 2, 3, 4]
+
+
+def test_from_end_skips_what_was_there_before(tmp_path):
+    path = tmp_path / "old.jsonl"
+    path.write_text('{"n": 1}\n')
+    f, got = follower(tmp_path, from_start=False)
+    with open(path, "a") as fh:
+        fh.write('{"n": 2}\n')
+    (tmp_path / "new.jsonl").write_text('{"n": 3}\n')
+    f.poll()
+    assert sorted(o["n"] for o in got) == [2, 3]
+
+
+def test_recursive_finds_subagent_files(tmp_path):
+    sub = tmp_path / "s1" / "subagents"
+    sub.mkdir(parents=True)
+    (sub / "agent-x.jsonl").write_text('{"n": 1}\n')
+    f, got = follower(tmp_path, recursive=True)
+    f.poll()
+    assert got == [{"n": 1}]
+
+
+@pytest.mark.parametrize("inotify", [True, False])
+def test_watcher_delivers_without_polling(tmp_path, inotify):
+    from tests.helpers import wait_until
+
+    path = tmp_path / "u.jsonl"
+    path.touch()
+    f, got = follower(tmp_path, use_inotify=inotify)
+    f.start()
+    try:
+        assert f.watch_mode == ("inotify" if inotify else "polling")
+        with open(path, "a") as fh:
+            fh.write('{"n": 1}\n')
+        wait_until(lambda: got, timeout=5, message="the watcher to read the line")
+    finally:
+        f.stop()
+
+
+def test_last_line_without_newline_counts_at_stop(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"n": 1}')
+    f, got = follower(tmp_path)
+    f.poll()
+    assert got == []
+    f.stop()
+    assert got == [{"n": 1}]
