@@ -29,7 +29,8 @@ class Ceiling:
 
     @property
     def reached(self) -> bool:
-        return self.used >= self.limit
+        # sums of float dollars drift: $0.1 eight times is 0.7999999999999999, which is $0.80
+        return round(self.used - self.limit, 9) >= 0
 
     def fraction(self) -> float:
         return self.used / self.limit if self.limit > 0 else float("inf")
