@@ -14,18 +14,9 @@ import sys
 
 def marked_pids(marker: bytes) -> set[int]:
     """Processes whose environment holds `marker` (GUARD_RUN_ID=<id>)."""
-    found: set[int] = set()
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if marker in f.read().split(b"\0"):
-                    found.add(int(entry))
-        except OSError:
-            continue
-    return found
+    from guard.supervisor.tree import scan_proc
+
+    return {p.pid for p in scan_proc(marker) if p.marked and p.pid != os.getpid()}
 
 
 def kill_tree(pgid: int, marker: bytes) -> None:

@@ -1,14 +1,43 @@
-"""Signals to a whole process tree: the agent's process group plus every descendant that left
-it (setsid, double fork; guard is a subreaper, so orphans stay guard's descendants)."""
+"""Signals to a whole process tree: the agent's process group, every descendant of guard (guard
+is a subreaper, so double forks stay its descendants), and every process that carries the run's
+GUARD_RUN_ID in its environment (setsid daemons whose subreaper is gone)."""
 from __future__ import annotations
 
 import os
 import signal
 from collections.abc import Callable
-
-import psutil
+from dataclasses import dataclass
 
 Kill = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ProcInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    state: str
+    marked: bool
+
+
+def scan_proc(marker: bytes | None) -> list[ProcInfo]:
+    """One pass over /proc: cheaper than psutil's per-process objects on the halt path."""
+    out: list[ProcInfo] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat.rsplit(b")", 1)[1].split()
+            marked = False
+            if marker is not None:
+                with open(f"/proc/{entry}/environ", "rb") as f:
+                    marked = marker in f.read().split(b"\0")
+        except OSError:
+            continue
+        out.append(ProcInfo(int(entry), int(fields[1]), int(fields[2]), fields[0].decode(), marked))
+    return out
 
 
 class ProcessTree:
@@ -20,43 +49,28 @@ class ProcessTree:
         self._kill = kill
         self._guard_pid = guard_pid or os.getpid()
         self._exclude = exclude
-        self.known: set[int] = {root_pid}
         self._marker = f"GUARD_RUN_ID={run_id}".encode() if run_id else None
 
     def members(self) -> set[int]:
-        """Live pids of the tree now: guard's descendants and anything still in the agent's group."""
-        pids: set[int] = set()
-        try:
-            me = psutil.Process(self._guard_pid)
-            for p in me.children(recursive=True):
-                pids.add(p.pid)
-        except psutil.Error:
-            pass
-        for pid in list(self.known):
-            if not psutil.pid_exists(pid):
-                self.known.discard(pid)
-        try:
-            for p in psutil.process_iter(["pid"]):
-                try:
-                    if os.getpgid(p.pid) == self.pgid:
-                        pids.add(p.pid)
-                except OSError:
-                    continue
-        except psutil.Error:
-            pass
-        if self._marker is not None:
-            from guard.supervisor.sentinel import marked_pids
-
-            # descendants of a guard that is not their subreaper any more still carry the run id
-            pids |= marked_pids(self._marker)
-        pids -= self._exclude()
-        pids.discard(self._guard_pid)
-        live = {pid for pid in pids if _alive(pid)}
-        self.known |= live
+        """Live (non-zombie) pids of the tree now."""
+        procs = scan_proc(self._marker)
+        children: dict[int, list[int]] = {}
+        for p in procs:
+            children.setdefault(p.ppid, []).append(p.pid)
+        found: set[int] = {p.pid for p in procs if p.pgid == self.pgid or p.marked}
+        stack = [self._guard_pid]
+        while stack:
+            for child in children.get(stack.pop(), []):
+                if child not in found:
+                    found.add(child)
+                stack.append(child)
+        live = {p.pid for p in procs if p.pid in found and p.state not in ("Z", "X")}
+        live -= self._exclude()
+        live.discard(self._guard_pid)
         return live
 
     def signal(self, sig: int) -> set[int]:
-        """Send `sig` to the group and every member; returns who was signalled."""
+        """Send `sig` to the group at once, then to every member found by the sweep."""
         try:
             os.killpg(self.pgid, sig)
         except OSError:
@@ -71,14 +85,13 @@ class ProcessTree:
 
     def stop(self) -> set[int]:
         """Freeze the tree: SIGSTOP cannot be caught, so nothing runs (or spends) while paused.
-        Repeated until no running member is left, since a process may fork while we sweep."""
+        Repeated while the sweep finds new members, since a process may fork while we sweep."""
         seen: set[int] = set()
         for _ in range(5):
             members = self.signal(signal.SIGSTOP)
-            new = members - seen
-            seen |= members
-            if not new:
+            if members <= seen:
                 break
+            seen |= members
         return seen
 
     def resume(self) -> None:
@@ -86,10 +99,3 @@ class ProcessTree:
 
     def alive(self) -> bool:
         return bool(self.members())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
