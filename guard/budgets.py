@@ -128,7 +128,7 @@ class BudgetPolicy:
         b = cfg.get("budgets") or {}
         if not isinstance(b, Mapping):
             raise ConfigError("budgets: expected a mapping")
-        lines_raw = b.get("lines") or {}
+        lines_raw = {**(cfg.get("lines") or {}), **(b.get("lines") or {})}
         if not isinstance(lines_raw, Mapping):
             raise ConfigError("budgets.lines: expected a mapping of line name to limits")
         rules = list(b.get("line_rules") or [])
@@ -256,11 +256,47 @@ class Ceiling:
                 "period_label": period_label(self.period, self.since, self.timezone)}
 
 
-def scopes_for(identity: Identity, policy: BudgetPolicy) -> list[tuple[str, str, dict[str, float]]]:
+_POLICY_CACHE: dict[str, tuple[float, Any]] = {}
+
+
+def as_budget_policy(policy: Any, home: Path | None = None) -> BudgetPolicy:
+    """A BudgetPolicy from a BudgetPolicy, a config mapping, or a guard.config.Settings (whose
+    team `policy` file/URL, when set, is merged in: its limits are maxima)."""
+    if isinstance(policy, BudgetPolicy):
+        return policy
+    if isinstance(policy, Mapping):
+        cfg: dict[str, Any] = dict(policy)
+    else:
+        get = policy.get
+        cfg = {k: get(k) for k in ("budgets", "lines", "timezone", "notify", "policy")}
+        cfg = {k: v for k, v in cfg.items() if v not in (None, {})}
+    ref = cfg.pop("policy", None)
+    if ref:
+        from guard.policy import effective_policy, load_policy
+
+        hit = _POLICY_CACHE.get(str(ref))
+        if hit is None or time.monotonic() - hit[0] > 60:
+            home = home or (Path(os.environ["GUARD_HOME"]) if os.environ.get("GUARD_HOME") else None)
+            hit = (time.monotonic(), load_policy(str(ref), home))
+            _POLICY_CACHE[str(ref)] = hit
+        team, source = hit[1]
+        if "lines" in cfg:   # one spelling for the merge
+            cfg.setdefault("budgets", {})
+            cfg["budgets"] = {**cfg["budgets"], "lines": {**cfg.pop("lines"), **cfg["budgets"].get("lines", {})}}
+        cfg = effective_policy(team, cfg, policy_source=source).as_config()
+    return BudgetPolicy.from_config(cfg)
+
+
+def scopes_for(identity: Any, policy: BudgetPolicy,
+               line: str | None = None) -> list[tuple[str, str, dict[str, float]]]:
     """(ceiling name, scope, period limits) that charge a run of `identity`."""
     out: list[tuple[str, str, dict[str, float]]] = []
-    if identity.line:
-        out.append(("line_usd", f"line:{identity.line}", policy.lines.get(identity.line, {})))
+    line = line or getattr(identity, "line", None)
+    if line:
+        if line not in policy.lines:
+            known = ", ".join(sorted(policy.lines)) or "none are configured"
+            raise ConfigError(f"line {line!r}: no such budget line ({known})")
+        out.append(("line_usd", f"line:{line}", policy.lines[line]))
     elif policy.developer:
         out.append(("developer_usd", f"developer:{identity.developer}", policy.developer))
     if identity.team and policy.team:
@@ -268,15 +304,16 @@ def scopes_for(identity: Identity, policy: BudgetPolicy) -> list[tuple[str, str,
     return out
 
 
-def period_ceilings(ledger: SqlLedger, identity: Identity, policy: BudgetPolicy, now: float | None = None,
-                    *, exclude_run: str | None = None, run_usd: float = 0.0,
+def period_ceilings(ledger: SqlLedger, identity: Any, policy: Any, now: float | None = None,
+                    *, line: str | None = None, exclude_run: str | None = None, run_usd: float = 0.0,
                     include_reserved: bool = True) -> list[Ceiling]:
     """Every developer/team/line ceiling of the current periods. `used` = spend in the period
     (excluding `exclude_run`) + `run_usd` (the running run's own total); `reserved` = other
     guards' in-flight reservations (not this run's)."""
     now = time.time() if now is None else now
+    policy = as_budget_policy(policy)
     out: list[Ceiling] = []
-    for name, scope, limits in scopes_for(identity, policy):
+    for name, scope, limits in scopes_for(identity, policy, line):
         for period in PERIODS:
             if period not in limits:
                 continue
@@ -291,11 +328,11 @@ def period_ceilings(ledger: SqlLedger, identity: Identity, policy: BudgetPolicy,
     return out
 
 
-def check_admission(ledger: SqlLedger, identity: Identity, policy: BudgetPolicy,
-                    now: float | None = None) -> list[Ceiling]:
+def check_admission(ledger: SqlLedger, identity: Any, policy: Any, now: float | None = None, *,
+                    line: str | None = None) -> list[Ceiling]:
     """At run start: the ceilings, or Refused (exit 124) naming the first exhausted one."""
     now = time.time() if now is None else now
-    ceilings = period_ceilings(ledger, identity, policy, now)
+    ceilings = period_ceilings(ledger, identity, policy, now, line=line)
     for c in ceilings:
         if c.exhausted:
             raise Refused(f"refused: {c.refusal(now)}")
@@ -310,9 +347,10 @@ class PeriodTracker:
     """During a run: other runs' period spend is re-read at most every `refresh` seconds; the
     run's own spend is added on every call, so the governor sees it at once."""
 
-    def __init__(self, ledger: SqlLedger, identity: Identity, policy: BudgetPolicy, run_id: str,
-                 refresh: float = 5.0) -> None:
-        self.ledger, self.identity, self.policy, self.run_id = ledger, identity, policy, run_id
+    def __init__(self, ledger: SqlLedger, identity: Any, policy: Any, run_id: str,
+                 refresh: float = 5.0, line: str | None = None) -> None:
+        self.ledger, self.identity, self.run_id = ledger, identity, run_id
+        self.policy, self.line = as_budget_policy(policy), line
         self.refresh = refresh
         self._base: list[Ceiling] = []
         self._at = -1e18
@@ -324,7 +362,7 @@ class PeriodTracker:
             stale = now - self._at >= self.refresh or any(now >= c.until for c in self._base)
             if stale:
                 self._base = period_ceilings(self.ledger, self.identity, self.policy, now,
-                                             exclude_run=self.run_id)
+                                             line=self.line, exclude_run=self.run_id)
                 self._at = now
             base = self._base
         return [Ceiling(**{**c.__dict__, "used": c.used + run_usd}) for c in base]

@@ -243,9 +243,9 @@ def _fmt(raises: dict[str, float]) -> str:
 
 
 def _who(state: State) -> str:
-    from guard.identity import resolve_identity
+    from guard.runner import identity_for
 
-    return f"{resolve_identity(state.settings, str(state.envr.cwd)).developer} (cli)"
+    return f"{identity_for(state.settings, state.envr, None, 'cli').developer} (cli)"
 
 
 def _poke(run: RunRecord) -> None:
@@ -259,17 +259,32 @@ def _poke(run: RunRecord) -> None:
             pass
 
 
-def _register_extras() -> None:
-    """Team commands live in their own module; they are optional until installed."""
-    try:
-        from guard import cli_team  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    for command in getattr(cli_team, "COMMANDS", []):
+def _team_context(ctx: click.Context) -> Any:
+    """The team commands see the same settings and ledger as every other command."""
+    from guard.cli_team import TeamContext
+    from guard.policy import load_policy
+
+    state = ctx.find_object(State)
+    assert state is not None
+    settings = state.settings
+    policy, policy_source = (load_policy(settings.policy, state.envr.home) if settings.policy
+                             else (None, "policy"))
+    config = {k: v for k, v in settings.values.items() if k != "policy"}
+    sources = sorted({settings.source(k) for k in config}) or ["defaults"]
+    return TeamContext(home=state.envr.home, config=config, config_source=", ".join(sources),
+                       policy=policy, policy_source=policy_source, ledger_url=settings.ledger,
+                       _ledger=state.ledger)
+
+
+def _register_team_commands() -> None:
+    from guard import cli_team
+
+    cli_team.set_context_provider(_team_context)
+    for command in cli_team.COMMANDS:
         cli.add_command(command)
 
 
-_register_extras()
+_register_team_commands()
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

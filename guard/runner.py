@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from guard.config import Settings
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, Refused
 from guard.governor import TASK_CEILINGS, Ceiling, Decision, Policy, decide, soft_message
-from guard.identity import Identity, resolve_identity
+from guard import budgets
+from guard.ledger import reservations
 from guard.ledger import Ledger
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.meter import Meter
@@ -121,10 +122,39 @@ class Stopper:
 
 @dataclass
 class PeriodCeilings:
-    """Developer/team/line ceilings: limits, and spend by other runs in the period."""
+    """Developer/team/line ceilings of the current periods, as budgets computes them (`raw`,
+    spend by other runs and their reservations) and as the governor sees them."""
 
+    raw: list[budgets.Ceiling] = field(default_factory=list)
     ceilings: list[Ceiling] = field(default_factory=list)
     refreshed_at: float = 0.0
+
+
+def identity_for(settings: Settings, envr: Environment, task: str | None, tool: str) -> budgets.Identity:
+    policy = budgets.as_budget_policy(settings) if budgets_enabled(settings) else budgets.BudgetPolicy.from_config({})
+    ident = budgets.resolve_identity(
+        {"developer": settings.developer, "team": settings.team}, env=envr.env, cwd=envr.cwd,
+        line=settings.line, task=task, tool=tool, policy=policy)
+    return replace(ident, machine=settings.machine) if settings.machine else ident
+
+
+def budgets_enabled(settings: Settings) -> bool:
+    return bool(settings.budgets or settings.policy or settings.lines)
+
+
+class _NoticeStream:
+    """Lets budgets.notify_soft print through the run's notice channel (title bar on a TTY)."""
+
+    def __init__(self, run: "Run") -> None:
+        self.run = run
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.run._show(text.strip().removeprefix("guard: "))
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 class BudgetRefused(GuardError):
@@ -142,8 +172,8 @@ class Run:
         self.tool_args = tool_args
         self.wrapper_dirs = wrapper_dirs
         self.run_id = uuid.uuid4().hex[:12]
-        self.identity: Identity = resolve_identity(settings, str(envr.cwd))
         self.task: str = settings.task or self.run_id
+        self.identity = identity_for(settings, envr, settings.task, tool)
         self.interactive = envr.interactive
         on_limit = settings.on_limit or ("pause" if self.interactive else "stop")
         self.policy = Policy(on_limit=on_limit, soft_fraction=settings.soft_threshold)
@@ -222,12 +252,13 @@ class Run:
                          int(steps) if steps is not None else None, seconds)
 
     def _refresh_period(self, now: float) -> None:
-        from guard import budgets
-
-        self.period = PeriodCeilings(
-            budgets.period_ceilings(self.ledger, self.identity, self.settings, now,
-                                    line=self.settings.line, exclude_run=self.run_id),
-            now)
+        raw = budgets.period_ceilings(self.ledger, self.identity, self.settings, now,
+                                      line=self.identity.line, exclude_run=self.run_id)
+        self.period = PeriodCeilings(raw, [
+            Ceiling(c.name, c.hard_limit, c.committed, c.scope.split(":", 1)[0], c.until) for c in raw], now)
+        run_usd = self.meter.totals.cost_usd
+        budgets.notify_soft(self.ledger, [replace(c, used=c.used + run_usd) for c in raw],
+                            self.settings.notify, out=_NoticeStream(self), now=now, identity=self.identity)
 
     def _admit(self) -> None:
         """Refuse a task a ceiling already halted (until someone raises it), or one with
@@ -237,6 +268,14 @@ class Run:
         for c in self.ceilings():
             if c.name in halted or c.reached:
                 reasons.append((c, c.headline()))
+        now = time.time()
+        for c in self.period.raw:
+            if c.exhausted:
+                reasons.insert(0, (None, c.refusal(now)))
+                halt_ceiling = c
+                break
+        else:
+            halt_ceiling = None
         for name, run_id in halted.items():
             if name not in {c.name for c in self.ceilings()}:
                 reasons.append((None, f"task {self.task!r} was halted by its {name} ceiling in run {run_id}"))
@@ -251,39 +290,57 @@ class Run:
             from guard.ledger.records import iso
 
             msg += f"; resets at {iso(ceiling.resets_at)}"
-        halt = Halt(ceiling.name if ceiling else "task", ceiling.limit if ceiling else 0,
-                    ceiling.used if ceiling else 0, "refuse", msg)
+        if halt_ceiling is not None and ceiling is None:
+            halt = Halt(halt_ceiling.name, halt_ceiling.hard_limit, round(halt_ceiling.committed, 6),
+                        "refuse", msg)
+        else:
+            halt = Halt(ceiling.name if ceiling else "task", ceiling.limit if ceiling else 0,
+                        ceiling.used if ceiling else 0, "refuse", msg)
         self.ledger.create_run(self._record(status="refused", halt=halt, ended_at=time.time()))
         raise Refused(msg)
 
     def _record(self, **kw: Any) -> RunRecord:
         return RunRecord(
             id=self.run_id, tool=self.tool, task=self.task, developer=self.identity.developer,
-            team=self.identity.team, machine=self.identity.machine, line=self.settings.line,
+            team=self.identity.team, machine=self.identity.machine, line=self.identity.line,
             started_at=self.started_at, cwd=str(self.envr.cwd), argv=self.tool_args,
             limits=self.task_limits.limits, guard_pid=os.getpid(), **kw)
 
     # -- the budget gate (used by the metering proxy before it forwards a request) --------------
 
-    def reserve(self, usd: float, tokens: int) -> tuple[float, int]:
+    def reserve(self, usd: float, tokens: int) -> tuple[float, int, str | None]:
+        """Admit a model call's worst case against every ceiling, or raise BudgetRefused.
+        Developer/team/line ceilings are reserved in the ledger too, so guards on other
+        machines see this call in flight."""
         with self._gate_lock:
             for c in self.ceilings(extra_usd=self.reserved_usd + usd,
                                    extra_tokens=self.reserved_tokens + tokens):
                 if c.kind in ("usd", "tokens") and c.used > c.limit and c.name not in self.policy.lifted:
                     raise BudgetRefused(c.headline().replace("reached", "would be exceeded"))
+            shared = None
+            if self.period.raw:
+                run_usd = self.meter.totals.cost_usd + self.reserved_usd
+                try:
+                    shared = reservations.reserve(
+                        self.ledger, [replace(c, used=c.used + run_usd) for c in self.period.raw],
+                        usd, self.run_id)
+                except GuardError as e:
+                    raise BudgetRefused(str(e)) from None
             self.reserved_usd += usd
             self.reserved_tokens += tokens
-            return (usd, tokens)
+            return (usd, tokens, shared)
 
-    def release(self, reservation: tuple[float, int]) -> None:
+    def release(self, reservation: tuple[float, int, str | None]) -> None:
         with self._gate_lock:
             self.reserved_usd -= reservation[0]
             self.reserved_tokens -= reservation[1]
+        if reservation[2] is not None:
+            reservations.release(self.ledger, reservation[2])
 
     # -- main ----------------------------------------------------------------------------------
 
     def execute(self) -> int:
-        if self.settings.budgets or self.settings.policy:
+        if budgets_enabled(self.settings):
             self._refresh_period(time.time())
         self._admit()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -814,6 +871,8 @@ class Run:
             except OSError:
                 pass
             self.sentinel.wait()
+        if self.period.raw:
+            reservations.release_run(self.ledger, self.run_id)
         status = "halted" if self.halted else "completed"
         code = int(ExitStatus.HALTED) if self.halted else (self.exit_code or 0)
         self.ledger.update_run(self.run_id, status=status, exit_code=self.exit_code,

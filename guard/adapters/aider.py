@@ -33,7 +33,13 @@ from guard.adapters.aider_output import (
     format_tokens,
 )
 from guard.adapters.aider_settings import AiderSettings, arg_value, resolve
-from guard.adapters.base import Adapter, EventSink, Launch, LaunchContext, find_executable
+from guard.adapters.base import (
+    Adapter,
+    EventSink,
+    Launch,
+    LaunchContext,
+    find_executable,
+)
 from guard.tail import JsonlFollower
 from guard.usage import UsageEvent
 

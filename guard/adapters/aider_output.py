@@ -47,7 +47,7 @@ _ANSI_TAIL_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?$")
 def parse_count(text: str) -> int:
     """aider's `format_tokens` backwards: '678' -> 678, '2.4k' -> 2400, '12k' -> 12000."""
     if text.endswith("k"):
-        return int(round(float(text[:-1]) * 1000))
+        return round(float(text[:-1]) * 1000)
     return int(float(text))
 
 

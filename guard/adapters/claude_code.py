@@ -117,13 +117,13 @@ class ClaudeCodeAdapter(Adapter):
             extra += ["--settings", str(self.settings_path)]
         if args.has("--bare", "--safe-mode"):
             self.has_graceful_stop = False
+            self._later("notice", ("claude-no-hooks",
+                        "--bare/--safe-mode turn hooks off: guard will stop Claude Code by signals only"))
         elif args.print_mode and not ctx.options.get("graceful_print", False):
             # -p: nobody is there to read a stopReason and the loop ends anyway; SIGINT (Claude
             # Code's own interrupt, ~0.1 s) beats waiting for the next tool boundary. The hooks
             # still refuse any tool call that starts before the signal lands.
             self.has_graceful_stop = False
-            self._later("notice", ("claude-no-hooks",
-                        "--bare/--safe-mode turn hooks off: guard will stop Claude Code by signals only"))
 
         # -- inner fences in -p mode (Claude Code enforces them itself, guard's ceilings stay primary)
         rem = ctx.remaining

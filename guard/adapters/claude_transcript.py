@@ -165,7 +165,13 @@ class StuckLoopConfig:
         return cls(repeat=int(raw.get("repeat", cls.repeat)), failing=int(raw.get("failing", cls.failing)))
 
 
+# Free-text fields the model rewords from one try to the next: not part of what the call does.
+_NOT_THE_CALL = ("description",)
+
+
 def call_fingerprint(name: str, tool_input: Any) -> str:
+    if isinstance(tool_input, dict):
+        tool_input = {k: v for k, v in tool_input.items() if k not in _NOT_THE_CALL}
     canon = json.dumps(tool_input, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha1(f"{name}\0{canon}".encode()).hexdigest()[:16]
 

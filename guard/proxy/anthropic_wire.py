@@ -7,7 +7,7 @@ from typing import Any
 from guard.proxy.wire import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Estimate,
-    SSESplitter,
+    MarkerEvents,
     WireUsage,
     estimate_input_tokens,
     int_field,
@@ -71,24 +71,17 @@ class StreamReader:
 
     def __init__(self) -> None:
         self.usage = WireUsage()
-        self._sse = SSESplitter()
-        self._delta_events = 0
-        self._delta_bytes = 0
+        self._events = MarkerEvents((b"message_start", b"message_delta"))
+        self._bytes_after_start = 0
         self._final = False
 
     def feed(self, data: bytes) -> None:
-        for ev in self._sse.feed(data):
+        if self.usage.seen:
+            self._bytes_after_start += len(data)
+        for ev in self._events.feed(data):
             self._event(ev)
 
     def _event(self, ev: bytes) -> None:
-        if b"content_block_delta" in ev:
-            # Counted only to estimate the output of a stream cut before message_delta.
-            self._delta_events += 1
-            self._delta_bytes += len(ev)
-            if b"message_delta" not in ev and b"message_start" not in ev:
-                return
-        if b"message_start" not in ev and b"message_delta" not in ev:
-            return
         obj = load_json(sse_data(ev))
         if not isinstance(obj, dict):
             return
@@ -108,11 +101,11 @@ class StreamReader:
     def result(self, complete: bool) -> WireUsage:
         u = self.usage
         if not self._final and u.seen:
-            # Cut before message_delta: input side is exact (message_start), output estimated
-            # from the text deltas received (~70 bytes of JSON framing per delta, ~3.5 bytes/token).
+            # Cut before message_delta: the input side is exact (message_start); the output is
+            # estimated from the bytes streamed since (a delta event is ~100 bytes of framing
+            # around a few tokens).
             u.partial = True
-            est = max(self._delta_events, (self._delta_bytes - 70 * self._delta_events) * 2 // 7)
-            u.output_tokens = max(u.output_tokens, est)
+            u.output_tokens = max(u.output_tokens, 1, self._bytes_after_start // 30)
         elif not complete and not self._final:
             u.partial = True
         return u

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from guard.errors import ExitStatus, GuardError
 
-class BudgetRefused(Exception):
+
+class BudgetRefused(GuardError):
     """A reservation does not fit. The message names the ceiling, e.g.
     "$2.00 task ceiling reached ($1.97 spent, $0.40 reserved)"; the proxy shows it to the agent."""
+
+    exit_status = ExitStatus.HALTED
 
 
 class BudgetGate(Protocol):

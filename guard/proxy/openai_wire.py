@@ -9,6 +9,7 @@ from typing import Any, Literal
 from guard.proxy.wire import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Estimate,
+    MarkerEvents,
     SSESplitter,
     WireUsage,
     estimate_input_tokens,
@@ -104,6 +105,9 @@ def _ids(u: WireUsage, obj: dict[str, Any]) -> None:
 _RESPONSE_END = (b"response.completed", b"response.incomplete", b"response.failed")
 
 
+_CHAT_USAGE = (b'"usage":{', b'"usage": {')
+
+
 class StreamReader:
     """Follows an OpenAI SSE stream. With strip_usage_chunk (guard asked for the usage, the
     client did not), `filter` drops the final usage-only chunk so the client sees what it asked for."""
@@ -113,14 +117,17 @@ class StreamReader:
         self.strip = strip_usage_chunk
         self.usage = WireUsage()
         self._sse = SSESplitter()
-        self._content_bytes = 0
+        self._events = MarkerEvents((b"response.created", *_RESPONSE_END) if kind == "responses" else _CHAT_USAGE)
+        self._bytes = 0
 
     def feed(self, data: bytes) -> None:
-        for ev in self._sse.feed(data):
+        self._bytes += len(data)
+        for ev in self._events.feed(data):
             self._event(ev)
 
     def filter(self, data: bytes) -> bytes:
         """Feed raw (uncompressed) bytes; return what the client should get now."""
+        self._bytes += len(data)
         out = []
         for ev in self._sse.feed(data):
             if self._event(ev):
@@ -142,15 +149,8 @@ class StreamReader:
                     resp = obj["response"]
                     _ids(self.usage, resp)
                     apply_usage(self.usage, resp.get("usage"), self.kind)
-            else:
-                self._content_bytes += len(ev)
             return True
-        if b'"usage"' not in ev or b'"usage":null' in ev or b'"usage": null' in ev:
-            self._content_bytes += len(ev)
-            if not self.usage.message_id and b'"id"' in ev and self._content_bytes < 4096:
-                obj = load_json(sse_data(ev))
-                if isinstance(obj, dict):
-                    _ids(self.usage, obj)
+        if not any(m in ev for m in _CHAT_USAGE):
             return True
         obj = load_json(sse_data(ev))
         if not isinstance(obj, dict):
@@ -166,7 +166,7 @@ class StreamReader:
             u.partial = True
             # Cut (or a server that ignores include_usage): estimate the output from the bytes
             # streamed (~100 bytes of JSON framing per chunk of a few tokens).
-            u.output_tokens = max(u.output_tokens, self._content_bytes // 40)
+            u.output_tokens = max(u.output_tokens, self._bytes // 40)
         return u
 
 

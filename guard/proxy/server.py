@@ -31,7 +31,7 @@ from guard.usage import UsageEvent
 log = logging.getLogger("guard.proxy")
 
 CHUNK = 64 * 1024
-RAW_CHUNK = 256 * 1024
+RAW_CHUNK = 64 * 1024
 MAX_JSON_COPY = 64 * 1024 * 1024     # non-streaming bodies larger than this are not parsed
 UPSTREAM_TIMEOUT = 600.0             # the SDKs' own default: a long thinking pause is normal
 
@@ -417,6 +417,9 @@ class _Exchange:
                 self._refuse(str(e))
                 return
             except Exception as e:  # fail closed: an unpriceable request is not sent
+                if type(e).__name__ == "BudgetRefused":   # a gate with its own refusal class
+                    self._refuse(str(e))
+                    return
                 log.warning("guard proxy: cannot reserve a request: %s", type(e).__name__)
                 self._refuse(f"cannot check the budget for this request ({type(e).__name__}: {e})")
                 return
@@ -694,7 +697,17 @@ def start_proxy(sink: Any, gate: BudgetGate, pricer: Any, env: Mapping[str, str]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="guard-proxy", daemon=True)
     thread.start()
+    # The first price lookup loads genai-prices' snapshot (hundreds of ms): do it now, not in
+    # the agent's first request.
+    threading.Thread(target=_warm_pricer, args=(pricer,), name="guard-proxy-warmup", daemon=True).start()
     return RunningProxy(core, server, thread)
+
+
+def _warm_pricer(pricer: Any) -> None:
+    try:
+        pricer.worst_case("claude-sonnet-4-5", 1, 1)
+    except Exception:
+        pass
 
 
 __all__ = ["BudgetRefused", "RunningProxy", "start_proxy"]

@@ -1,0 +1,59 @@
+"""Developer, team and budget-line ceilings enforced by the run loop."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import SPENDER, guard_env, last_run, run_guard, runs_json
+
+pytestmark = pytest.mark.e2e
+
+
+def config(home, text):
+    path = home / "guard.yaml"
+    path.write_text(text)
+    return guard_env(home, GUARD_CONFIG=str(path))
+
+
+def spend(home, env, *extra, lines="-1"):
+    return run_guard(home, *extra, "run", "--", "python3", SPENDER, "--lines", lines, "--rate", "5",
+                     "--cost", "0.1", env=env)
+
+
+def test_developer_day_ceiling_halts_a_run_then_refuses_new_ones(home):
+    env = config(home, "team: core\nbudgets:\n  developer: {day: 0.3}\n  team: {month: 100}\n")
+    out = spend(home, env)
+    assert out.returncode == 124, out.stderr
+    run = last_run(home, env)
+    assert run["halt"]["ceiling"] == "developer_usd" and run["usage"]["cost_usd"] == pytest.approx(0.3)
+    assert "developer ceiling reached" in out.stderr
+    refused = spend(home, env, lines="1")
+    assert refused.returncode == 124
+    assert "refused: developer_usd" in refused.stderr and "resets" in refused.stderr
+    assert last_run(home, env)["status"] == "refused"
+
+
+def test_grant_reopens_the_developer_ceiling(home):
+    env = config(home, "budgets:\n  developer: {day: 0.2}\n")
+    assert spend(home, env).returncode == 124
+    grant = run_guard(home, "budget", "grant", "--developer", "tester@example.com", "--usd", "0.2",
+                      "--reason", "release week", env=env)
+    assert grant.returncode == 0, grant.stderr
+    assert spend(home, env, lines="1").returncode == 0
+
+
+def test_budget_line_is_charged_instead_of_the_developer(home):
+    env = config(home, "budgets:\n  developer: {day: 0.15}\n  lines:\n    shared-infra: {month: 5}\n")
+    out = spend(home, env, "--line", "shared-infra", lines="3")
+    assert out.returncode == 0, out.stderr
+    assert last_run(home, env)["line"] == "shared-infra"
+    assert spend(home, env, lines="1").returncode == 0   # the developer's own day is untouched
+
+
+def test_soft_threshold_of_a_period_ceiling_is_noticed_once(home):
+    env = config(home, "budgets:\n  developer: {month: 1}\n")
+    first = spend(home, env, lines="8")
+    assert first.returncode == 0
+    second = spend(home, env, lines="1")
+    notices = (first.stderr + second.stderr).count("developer_usd at")
+    assert notices == 1
+    assert len(runs_json(home, env)) == 2
