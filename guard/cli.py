@@ -264,14 +264,14 @@ def _team_context(ctx: click.Context) -> Any:
     from guard.cli_team import TeamContext
     from guard.policy import load_policy
 
-    state = ctx.find_object(State)
-    assert state is not None
+    state = ctx.find_object(State) or State(Environment(), {}, [])
     settings = state.settings
     policy, policy_source = (load_policy(settings.policy, state.envr.home) if settings.policy
                              else (None, "policy"))
     config = {k: v for k, v in settings.values.items() if k != "policy"}
-    sources = sorted({settings.source(k) for k in config}) or ["defaults"]
-    return TeamContext(home=state.envr.home, config=config, config_source=", ".join(sources),
+    files = ", ".join(p.name for p in settings.files)
+    return TeamContext(home=state.envr.home, config=config,
+                       config_source=f"config ({files})" if files else "config",
                        policy=policy, policy_source=policy_source, ledger_url=settings.ledger,
                        _ledger=state.ledger)
 

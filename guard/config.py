@@ -65,7 +65,7 @@ KEYS: dict[str, tuple[Any, Any]] = {
     "unknown_price": (_choice("max", "refuse"), "max"),
     "prices": (_text, None),
     "ledger": (_text, None),
-    "meter": (_choice("native", "proxy"), "native"),
+    "meter": (_choice("auto", "native", "proxy"), "auto"),
     "task": (_text, None),
     "developer": (_text, None),
     "team": (_text, None),

@@ -15,7 +15,7 @@ LIMIT_OPTIONS: list[tuple[str, str, str]] = [
     ("--on-limit", "on_limit", "At a hard ceiling: pause (default on a terminal), stop (default otherwise) or kill."),
     ("--soft-threshold", "soft_threshold", "Share of a ceiling that warns (default 0.75)."),
     ("--grace", "grace", "How long a halted agent may take to end by itself before signals (default 5s)."),
-    ("--meter", "meter", "native (the tool's own logs) or proxy (a metering proxy on 127.0.0.1)."),
+    ("--meter", "meter", "auto (default: proxy for claude and aider), native (the tool's own logs) or proxy (a metering proxy on 127.0.0.1)."),
     ("--unknown-price", "unknown_price", "Unknown model price: max (count at the provider's priciest) or refuse."),
     ("--prices", "prices", "A LiteLLM-style JSON/YAML price file overriding known prices."),
     ("--ledger", "ledger", "Ledger: sqlite:PATH (default under GUARD_HOME) or postgresql://..."),

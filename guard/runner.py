@@ -30,6 +30,7 @@ from guard.ledger import Ledger
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.meter import Meter
 from guard.pricing import Pricer
+from guard.proxy.gate import BudgetRefused
 from guard.supervisor import prompt as pause_prompt
 from guard.supervisor.spawn import Child, spawn, start_sentinel
 from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
@@ -138,6 +139,18 @@ def identity_for(settings: Settings, envr: Environment, task: str | None, tool: 
     return replace(ident, machine=settings.machine) if settings.machine else ident
 
 
+# `--meter auto`: the metering proxy where a tool's own figures are known to be partial (Claude
+# Code's transcripts miss title calls and cut-off responses; aider estimates and skips commit
+# messages, summaries and retries). Native signals are read in every mode.
+AUTO_PROXY_TOOLS = ("claude", "aider")
+
+
+def meter_mode(setting: str, tool: str) -> str:
+    if setting == "auto":
+        return "proxy" if tool in AUTO_PROXY_TOOLS else "native"
+    return setting
+
+
 def budgets_enabled(settings: Settings) -> bool:
     return bool(settings.budgets or settings.policy or settings.lines)
 
@@ -155,10 +168,6 @@ class _NoticeStream:
 
     def flush(self) -> None:
         pass
-
-
-class BudgetRefused(GuardError):
-    exit_status = ExitStatus.HALTED
 
 
 class Run:
@@ -200,11 +209,13 @@ class Run:
         self.reserved_usd = 0.0
         self.reserved_tokens = 0
         self._gate_lock = threading.Lock()
+        self._pending_releases: list[tuple[float, int, str | None]] = []
         self._prompt_buf = ""
         self._prompt_stage = "menu"            # menu | amount
         self._signals: list[int] = []
         self._step_seen = 0
         self._last_poll = 0.0
+        self._last_tick = 0.0
         self._last_control = 0.0
         self._last_state_write = 0.0
         self._state_dirty = False
@@ -331,11 +342,18 @@ class Run:
             return (usd, tokens, shared)
 
     def release(self, reservation: tuple[float, int, str | None]) -> None:
+        """The proxy emits a call's event just before releasing its reservation; the hold stays
+        until the loop has recorded that event, so the spend is never counted nowhere."""
         with self._gate_lock:
-            self.reserved_usd -= reservation[0]
-            self.reserved_tokens -= reservation[1]
-        if reservation[2] is not None:
-            reservations.release(self.ledger, reservation[2])
+            self._pending_releases.append(reservation)
+        self.sink._wake()
+
+    def _apply_releases(self, releases: list[tuple[float, int, str | None]]) -> None:
+        for usd, tokens, shared in releases:
+            self.reserved_usd -= usd
+            self.reserved_tokens -= tokens
+            if shared is not None:
+                reservations.release(self.ledger, shared)
 
     # -- main ----------------------------------------------------------------------------------
 
@@ -351,8 +369,9 @@ class Run:
             run_id=self.run_id, tool_args=self.tool_args, env=env, run_dir=self.run_dir,
             state_path=self.state_path, cwd=self.envr.cwd, started_at=self.started_at,
             interactive=self.interactive, remaining=rem,
-            options=dict(self.settings.get(self.tool) or {}), wrapper_dirs=self.wrapper_dirs)
-        if self.settings.meter == "proxy":
+            options=dict(self.settings.get(self.tool) or {}), wrapper_dirs=self.wrapper_dirs,
+            meter=meter_mode(self.settings.meter, self.tool))
+        if ctx.meter == "proxy":
             self._start_proxy(ctx)
         launch = self.adapter.prepare(ctx)
         self.pricer.warm()
@@ -373,10 +392,14 @@ class Run:
         return env
 
     def _start_proxy(self, ctx: LaunchContext) -> None:
-        from guard.proxy import start_proxy  # type: ignore[import-not-found]
+        from guard.proxy import start_proxy
+        from guard.proxy.env import aider_upstream_env
 
-        self.proxy = start_proxy(self.sink, self, self.pricer, ctx.env)
+        # forward to wherever the tool itself would have gone (aider: after its .env files)
+        upstream = aider_upstream_env(ctx.env, ctx.cwd, ctx.tool_args) if self.tool == "aider" else ctx.env
+        self.proxy = start_proxy(self.sink, self, self.pricer, upstream)
         ctx.env.update(self.proxy.client_env(self.tool))
+        ctx.tool_args = ctx.tool_args + self.proxy.client_args(self.tool, ctx.tool_args)
 
     def _supervise(self, argv: list[str], env: dict[str, str]) -> int:
         from guard.supervisor.linux import become_subreaper
@@ -478,9 +501,15 @@ class Run:
                     master = None
             if stdin_open and self.envr.stdin_fd in ready:
                 stdin_open = self._copy_in(master)
-            self._tick(now)
-            if self._child_exited():
-                break
+            # Output bursts wake us thousands of times a second; the rest of the loop runs when
+            # an event, a signal or input arrived, or every few milliseconds.
+            mono = time.monotonic()
+            if (self.sink.read_fd in ready or self._sig_r in ready or mono - self._last_tick >= 0.005
+                    or (stdin_open and self.envr.stdin_fd in ready)):
+                self._last_tick = mono
+                self._tick(now)
+                if self._child_exited():
+                    break
         # the agent is gone: copy what it left in the PTY, read the last records
         if master is not None:
             while self._copy_out(master):
@@ -500,21 +529,34 @@ class Run:
         return t
 
     def _copy_out(self, master: int) -> bool:
-        try:
-            data = os.read(master, 1 << 16)
-        except BlockingIOError:
-            return True
-        except OSError as e:
-            if e.errno == errno.EIO:  # the slave side closed: the agent is gone
-                return False
-            raise
-        if not data:
-            return False
+        """Drain what the PTY holds (up to 1 MiB) and write it in one go."""
+        chunks: list[bytes] = []
+        size = 0
+        alive = True
+        while size < 1 << 20:
+            try:
+                chunk = os.read(master, 1 << 16)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno == errno.EIO:  # the slave side closed: the agent is gone
+                    alive = False
+                    break
+                raise
+            if not chunk:
+                alive = False
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if chunks:
+            self._write_out(b"".join(chunks))
+        return alive
+
+    def _write_out(self, data: bytes) -> None:
         tap = getattr(self.adapter, "feed_output", None)
         if tap is not None:
             tap(data)
         write_all(self.envr.stdout_fd, data)
-        return True
 
     def _copy_in(self, master: int | None) -> bool:
         try:
@@ -573,9 +615,15 @@ class Run:
     # -- events and decisions -----------------------------------------------------------------
 
     def _process_sink(self) -> None:
-        events, notices, halts, accuracy = self.sink.take()
+        with self._gate_lock:
+            releases, self._pending_releases = self._pending_releases, []
+        events, notices, halts, accuracy = self.sink.take()  # every released call's event is here
+        if events or releases:
+            with self._gate_lock:
+                if events:
+                    self.meter.record_batch(events)
+                self._apply_releases(releases)
         if events:
-            self.meter.record_batch(events)
             if self.halted and self.stopper and not self.stopper.done and self.stopper.steps:
                 # still spending after being told to stop: it is not winding down, escalate now
                 self._advance_stopper()
@@ -638,6 +686,8 @@ class Run:
             self._pause()
             return
         self.halted = True
+        if self.proxy is not None:
+            self.proxy.refuse_all(halt.message)
         self.adapter.on_halt(halt.message)
         self._stop(kill=action == "kill")
 

@@ -80,13 +80,26 @@ class JsonlFollower:
     # -- watching -------------------------------------------------------------------------
 
     def start(self) -> None:
-        from watchdog.events import FileSystemEventHandler
+        from watchdog.events import (
+            DirCreatedEvent,
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
 
         follower = self
+        # Only changes: our own reads raise open/close-no-write events, which must not wake us
+        # (they would make every read trigger the next one).
+        changes = [FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileClosedEvent,
+                   DirCreatedEvent, DirMovedEvent]
 
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                follower.poll()
+                if type(event) in changes:
+                    follower.poll()
 
         self.root.mkdir(parents=True, exist_ok=True)
         observer = None
@@ -95,7 +108,7 @@ class JsonlFollower:
                 from watchdog.observers.inotify import InotifyObserver
 
                 observer = InotifyObserver()
-                observer.schedule(Handler(), str(self.root), recursive=self.recursive)
+                observer.schedule(Handler(), str(self.root), recursive=self.recursive, event_filter=changes)
                 observer.start()
                 self.watch_mode = "inotify"
             except Exception:
@@ -104,7 +117,7 @@ class JsonlFollower:
             from watchdog.observers.polling import PollingObserver
 
             observer = PollingObserver(timeout=0.2)
-            observer.schedule(Handler(), str(self.root), recursive=self.recursive)
+            observer.schedule(Handler(), str(self.root), recursive=self.recursive, event_filter=changes)
             observer.start()
             self.watch_mode = "polling"
         self._observer = observer

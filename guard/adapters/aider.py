@@ -92,10 +92,7 @@ class TextTail:
 
 def _proxy_metered(ctx: LaunchContext) -> bool:
     """The metering proxy counts tokens and dollars: then the adapter only counts steps."""
-    meter = getattr(ctx, "meter", None) or ctx.options.get("meter")
-    if meter is not None:
-        return meter == "proxy"
-    return ctx.env.get("OPENAI_BASE_URL", "").rstrip("/").endswith("/aider/openai")
+    return ctx.meter == "proxy"
 
 
 class AiderAdapter(Adapter):

@@ -36,6 +36,7 @@ class LaunchContext:
     remaining: Remaining
     options: dict[str, Any] = field(default_factory=dict)  # the tool's section of the config
     wrapper_dirs: tuple[Path, ...] = ()  # directories holding guard's own wrapper scripts: skip them
+    meter: str = "native"         # "proxy": the metering proxy records tokens and dollars
 
 
 @dataclass

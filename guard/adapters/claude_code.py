@@ -39,6 +39,11 @@ from guard.adapters.claude_transcript import (
 )
 from guard.usage import UsageEvent
 
+
+def _figures(ev: UsageEvent) -> tuple[object, ...]:
+    return (ev.model, ev.input_tokens, ev.output_tokens, ev.cache_write_tokens, ev.cache_write_1h_tokens,
+            ev.cache_read_tokens, ev.steps, ev.cost_usd)
+
 TASK_BUDGET_MIN = 20_000   # the API refuses a smaller output_config.task_budget
 MAX_PROJECT_DIR = 200      # longer folder names are cut and hashed by Claude Code
 
@@ -61,6 +66,8 @@ class ClaudeCodeAdapter(Adapter):
         self.sessions_file: Path | None = None
         self.transcript_root: Path | None = None
         self.passive = False
+        self._reported: dict[str, UsageEvent] = {}   # key -> merged view already sent to the sink
+        self._report_lock = threading.Lock()
         self._outbox: list[tuple[str, tuple[Any, ...]]] = []  # filled under the lock, sent outside it
         self.parser = TranscriptParser(lambda ev: self._outbox.append(("emit", (ev,))))
         self.gate = SessionGate(self._record)
@@ -209,16 +216,17 @@ class ClaudeCodeAdapter(Adapter):
                 out, self._outbox = self._outbox, []
             self._send(out)
 
-    def _send(self, out: list[tuple[str, tuple[Any, ...]]]) -> None:
-        # the sink is called without our lock held: it may take its own locks
-        for kind, payload in out:
-            getattr(self, f"_{kind}")(*payload)
-
     def _record(self, obj: dict[str, Any]) -> None:
         # called with self._lock held, for records of this run's sessions only
         self.parser.feed(obj)
         if self.detector is not None:
             self.detector.feed(obj)
+
+    def _sendone(self, ev: UsageEvent) -> None:
+        if self._sink is None:
+            self._later("sendone", (ev,))
+        else:
+            self._sink.emit(ev)
 
     def _later(self, kind: str, payload: tuple[Any, ...]) -> None:
         with self._lock:
@@ -228,10 +236,24 @@ class ClaudeCodeAdapter(Adapter):
         getattr(self, f"_{kind}")(*payload)
 
     def _emit(self, ev: UsageEvent) -> None:
+        # Two sources report most responses: pass a report on only when it adds something, so the
+        # run loop never mistakes a late copy of a known call for new spending.
+        with self._report_lock:
+            prior = self._reported.get(ev.key)
+            merged = prior.merge(ev) if prior is not None else ev
+            if prior is not None and _figures(prior) == _figures(merged):
+                self._reported[ev.key] = merged   # remember the second source, nothing to send
+                return
+            self._reported[ev.key] = merged
         if self._sink is None:
-            self._later("emit", (ev,))
+            self._later("sendone", (merged,))
         else:
-            self._sink.emit(ev)
+            self._sink.emit(merged)
+
+    def _send(self, out: list[tuple[str, tuple[Any, ...]]]) -> None:
+        # the sink is called without our lock held: it may take its own locks
+        for kind, payload in out:
+            getattr(self, f"_{kind}")(*payload)
 
     def _notice(self, key: str, message: str) -> None:
         if self._sink is None:

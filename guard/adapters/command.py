@@ -29,6 +29,9 @@ class CommandAdapter(Adapter):
 
             raise UsageError("run: give the command to supervise after `--`")
         exe = find_executable(ctx.tool_args[0], ctx.env, ctx.wrapper_dirs)
+        if ctx.meter == "proxy":
+            # the wire is the one source: a usage file as well would count every call twice
+            return Launch([exe, *ctx.tool_args[1:]], dict(ctx.env))
         self.usage_file = ctx.run_dir / "usage.jsonl"
         self.usage_file.touch()
         env = dict(ctx.env)
@@ -36,7 +39,8 @@ class CommandAdapter(Adapter):
         return Launch([exe, *ctx.tool_args[1:]], env)
 
     def start(self, sink: EventSink) -> None:
-        assert self.usage_file is not None
+        if self.usage_file is None:
+            return
         self._sink = sink
         name = self.usage_file.name
         self._follower = JsonlFollower(self.usage_file.parent, name, self._on_record)

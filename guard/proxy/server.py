@@ -284,6 +284,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128     # agents open bursts of connections (sub-agents, parallel tools)
     core: ProxyCore
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # socketserver prints a traceback to stderr, i.e. into the agent's terminal; a client
+        # resetting a keep-alive connection is normal, anything else goes to the log only.
+        log.debug("guard proxy: connection error", exc_info=True)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
