@@ -94,9 +94,9 @@ def _default_context(ledger: str | None, config: str | None) -> TeamContext:
 
 
 def _context(ctx: click.Context) -> TeamContext:
-    if _provider is not None:
-        return _provider(ctx)
     p = ctx.params
+    if _provider is not None and not p.get("ledger_url") and not p.get("config_path"):
+        return _provider(ctx)
     return _default_context(p.get("ledger_url"), p.get("config_path"))
 
 

@@ -23,7 +23,7 @@ from guard.adapters.base import Adapter, LaunchContext, Remaining
 from guard.config import Settings
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, Refused
-from guard.governor import TASK_CEILINGS, Ceiling, Decision, Policy, decide, soft_message
+from guard.governor import TASK_CEILINGS, Ceiling, Decision, Policy, decide, format_amount, soft_message
 from guard import budgets
 from guard.ledger import reservations
 from guard.ledger import Ledger
@@ -327,7 +327,7 @@ class Run:
             for c in self.ceilings(extra_usd=self.reserved_usd + usd,
                                    extra_tokens=self.reserved_tokens + tokens):
                 if c.kind in ("usd", "tokens") and c.used > c.limit and c.name not in self.policy.lifted:
-                    raise BudgetRefused(c.headline().replace("reached", "would be exceeded"))
+                    self._refuse(c, usd if c.kind == "usd" else tokens)
             shared = None
             if self.period.raw:
                 run_usd = self.meter.totals.cost_usd + self.reserved_usd
@@ -336,10 +336,23 @@ class Run:
                         self.ledger, [replace(c, used=c.used + run_usd) for c in self.period.raw],
                         usd, self.run_id)
                 except GuardError as e:
+                    self.sink.halt("developer_usd", str(e).removeprefix("refused: "))
                     raise BudgetRefused(str(e)) from None
             self.reserved_usd += usd
             self.reserved_tokens += tokens
             return (usd, tokens, shared)
+
+    def _refuse(self, c: Ceiling, request: float) -> None:
+        """A request that would cross a ceiling is not sent, and the run is at its ceiling:
+        halt it the configured way (pause, stop, kill), as if the ceiling had been crossed."""
+        spent = next(x.used for x in self.ceilings() if x.name == c.name)
+        in_flight = self.reserved_usd if c.kind == "usd" else self.reserved_tokens
+        message = (f"{c.describe_limit()} {c.scope} ceiling: the next request (up to "
+                   f"{format_amount(c.kind, request)}) would exceed it "
+                   f"({format_amount(c.kind, spent)} {'spent' if c.kind == 'usd' else 'used'}"
+                   + (f", {format_amount(c.kind, in_flight)} in flight)" if in_flight else ")"))
+        self.sink.halt(c.name, message)
+        raise BudgetRefused(message)
 
     def release(self, reservation: tuple[float, int, str | None]) -> None:
         """The proxy emits a call's event just before releasing its reservation; the hold stays
@@ -639,7 +652,11 @@ class Run:
             self.ledger.update_run(self.run_id, accuracy=accuracy)
         for ceiling, message in halts:
             if self.halt is None and not self.halted:
-                self._halt(Halt(ceiling, 0, 0, self.policy.on_limit, message))
+                current = {c.name: c for c in self.ceilings()}.get(ceiling)
+                step = self.meter.totals.steps + self.task_limits.prior.steps
+                self._halt(Halt(ceiling, current.limit if current else 0,
+                                round(current.used, 6) if current else 0, self.policy.on_limit,
+                                f"halted at step {step}: {message}"))
 
     def _unknown_price(self, ev: UsageEvent) -> None:
         if self.pricer.unknown == "refuse":

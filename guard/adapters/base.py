@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from guard.errors import AgentNotExecutable, AgentNotFound
+from guard.tail import JsonlFollower
 from guard.usage import UsageEvent
 
 
@@ -96,6 +97,23 @@ class Adapter(ABC):
 
     def skipped_records(self) -> int:
         return 0
+
+
+class FollowerAdapter(Adapter):
+    """An adapter whose cost signal is one JsonlFollower (set in start())."""
+
+    _follower: JsonlFollower | None = None
+
+    def poll(self) -> None:
+        if self._follower:
+            self._follower.poll()
+
+    def close(self) -> None:
+        if self._follower:
+            self._follower.stop()
+
+    def skipped_records(self) -> int:
+        return self._follower.skipped.total if self._follower else 0
 
 
 def find_executable(name: str, env: dict[str, str], skip_dirs: tuple[Path, ...] = ()) -> str:

@@ -15,7 +15,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from guard.adapters.base import Adapter, EventSink, Launch, LaunchContext, find_executable
+from guard.adapters.base import (
+    Adapter,
+    EventSink,
+    Launch,
+    LaunchContext,
+    find_executable,
+)
 from guard.adapters.claude_launch import (
     ClaudeArgs,
     config_dir,
@@ -32,10 +38,10 @@ from guard.adapters.claude_launch import (
 )
 from guard.adapters.claude_transcript import (
     SessionGate,
-    encode_project_dir,
     StuckLoopConfig,
     StuckLoopDetector,
     TranscriptParser,
+    encode_project_dir,
 )
 from guard.usage import UsageEvent
 

@@ -80,10 +80,7 @@ def parse_args(args: list[str]) -> ClaudeArgs:
             name, eq, val = a.partition("=")
             out.flags.add(name)
             value: str | None = val if eq else None
-            if not eq and name in VALUE_OPTIONS and i + 1 < len(args):
-                value = args[i + 1]
-                i += 1
-            elif not eq and name in OPTIONAL_VALUE and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            if not eq and name in VALUE_OPTIONS and i + 1 < len(args) or not eq and name in OPTIONAL_VALUE and i + 1 < len(args) and not args[i + 1].startswith("-"):
                 value = args[i + 1]
                 i += 1
             if name == "--print":

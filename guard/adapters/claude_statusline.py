@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2 and argv[2]:
         try:
             res = subprocess.run(argv[2], shell=True, input=payload, capture_output=True,
-                                 timeout=USER_COMMAND_TIMEOUT)
+                                 timeout=USER_COMMAND_TIMEOUT, check=False)
             text = res.stdout.decode("utf-8", "replace").rstrip("\n")
             if text:
                 out.append(text)

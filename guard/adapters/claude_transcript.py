@@ -154,7 +154,7 @@ class StuckLoopConfig:
     failing: int = 3     # the same Bash command failing this many times (no success between)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "StuckLoopConfig | None":
+    def from_options(cls, options: dict[str, Any]) -> StuckLoopConfig | None:
         raw = options.get("stuck_loop", {})
         if raw is False or raw is None:
             return None

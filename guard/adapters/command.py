@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from guard.adapters.base import Adapter, EventSink, Launch, LaunchContext, find_executable
+from guard.adapters.base import EventSink, FollowerAdapter, Launch, LaunchContext, find_executable
 from guard.tail import JsonlFollower
 from guard.usage import from_anthropic_usage
 
 
-class CommandAdapter(Adapter):
+class CommandAdapter(FollowerAdapter):
     name = "run"
 
     def __init__(self) -> None:
@@ -64,14 +64,3 @@ class CommandAdapter(Adapter):
             steps=int(steps) if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0 else 1,
         )
         self._sink.emit(ev)
-
-    def poll(self) -> None:
-        if self._follower:
-            self._follower.poll()
-
-    def close(self) -> None:
-        if self._follower:
-            self._follower.stop()
-
-    def skipped_records(self) -> int:
-        return self._follower.skipped.total if self._follower else 0

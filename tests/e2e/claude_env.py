@@ -35,6 +35,9 @@ class ClaudeWorld:
             CLAUDE_CONFIG_DIR=str(self.config),
             CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
             DISABLE_AUTOUPDATER="1",
+            # these tests are about the adapter's own signals (transcripts, OTLP, hooks); a test
+            # that wants guard's metering proxy in front passes GUARD_METER=auto or proxy
+            GUARD_METER="native",
         )
         for k in ("CLAUDE_CODE_ENABLE_TELEMETRY", "OTEL_LOGS_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
                   "ANTHROPIC_AUTH_TOKEN", "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT"):
@@ -45,15 +48,15 @@ class ClaudeWorld:
 
     def guard(self, *args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(guard_cmd(*args), env=env or self.env(), cwd=self.project,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def claude_direct(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run([self.claude, *args], env=self.env(), cwd=self.project,
-                              capture_output=True, text=True, timeout=timeout)
+                              capture_output=True, text=True, timeout=timeout, check=False)
 
     def runs(self) -> list[dict[str, Any]]:
         out = subprocess.run(guard_cmd("runs", "--json", "--limit", "100"), env=self.env(), cwd=self.project,
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, check=False)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)  # type: ignore[no-any-return]
 

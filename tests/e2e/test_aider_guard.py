@@ -61,6 +61,8 @@ class World:
                 del env[k]
         env.pop("LINES", None)
         env["COLUMNS"] = "100"
+        # these tests are about aider's own signals; tests/e2e/test_proxy_* cover the proxy
+        env.setdefault("GUARD_METER", "native")
         return env
 
     def aider_args(self, fake: FakeOpenAI, *extra: str, stream: bool = False, commits: bool = False) -> list[str]:

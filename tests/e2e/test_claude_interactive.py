@@ -10,7 +10,14 @@ import pexpect
 import pytest
 
 from tests.e2e.claude_env import MODEL, ClaudeWorld, make_world
-from tests.fakes.anthropic_server import FakeAnthropic, Reply, Request, Text, ToolUse, reply
+from tests.fakes.anthropic_server import (
+    FakeAnthropic,
+    Reply,
+    Request,
+    Text,
+    ToolUse,
+    reply,
+)
 from tests.helpers import guard_cmd, pids_alive, wait_until
 
 pytestmark = pytest.mark.e2e

@@ -102,7 +102,8 @@ def test_guard_run_gate_holds_twenty_concurrent_requests_under_a_ceiling_that_fi
         run = last_run(env, tmp_path)
     assert run["usage"]["cost_usd"] <= worst * 5.5 + 1e-6, out.stdout + out.stderr
     assert len(fake.requests) <= 6                      # the rest were refused before leaving guard
-    assert "402" in out.stdout
+    # a refused request means the run is at its ceiling: it is halted like any other crossing
+    assert out.returncode == 124 and run["halt"]["ceiling"] == "usd", out.stderr
     assert_ledger_is_truth(run, fake)
 
 

@@ -17,7 +17,7 @@ FIX = Path(__file__).resolve().parent.parent / "fixtures" / "claude_code"
 
 def run_hook(event: str, state: Path, sessions: Path, payload: dict[str, object]) -> tuple[int, str]:
     cmd = hook_command(event, state, sessions)
-    p = subprocess.run(cmd, shell=True, input=json.dumps(payload), capture_output=True, text=True, timeout=20)
+    p = subprocess.run(cmd, shell=True, input=json.dumps(payload), capture_output=True, text=True, timeout=20, check=False)
     return p.returncode, p.stdout
 
 
@@ -100,7 +100,7 @@ def test_status_line_runs_the_users_command_with_the_same_input(tmp_path: Path) 
     payload = (FIX / "statusline-stdin-2.1.330.jsonl").read_text().splitlines()[1]
     user_cmd = f"{shlex.quote(sys.executable)} -c \"import json,sys; print('model:', json.load(sys.stdin)['model']['id'])\""
     p = subprocess.run([sys.executable, "-S", "-I", str(STATUSLINE_SCRIPT), str(state), user_cmd],
-                       input=payload, capture_output=True, text=True, timeout=20)
+                       input=payload, capture_output=True, text=True, timeout=20, check=False)
     assert p.returncode == 0
     assert p.stdout.splitlines() == ["guard $0.42/$10.00 · 12k/500k tok · 3/60 steps · 1m15s/30m00s",
                                      "model: claude-opus-5-5"]

@@ -172,7 +172,7 @@ def test_users_own_telemetry_is_left_alone(ctx: LaunchContext) -> None:
 
 
 def test_subcommands_pass_through_untouched(ctx: LaunchContext) -> None:
-    a, argv, env = prepare(ctx, ["mcp", "list"])
+    a, argv, _env = prepare(ctx, ["mcp", "list"])
     assert argv[1:] == ["mcp", "list"] and a.passive
     a, argv, _ = prepare(ctx, ["--version"])
     assert argv[1:] == ["--version"]

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from guard.adapters.claude_transcript import StuckLoopConfig, StuckLoopDetector, call_fingerprint
+from guard.adapters.claude_transcript import (
+    StuckLoopConfig,
+    StuckLoopDetector,
+    call_fingerprint,
+)
 
 
 def call(tid: str, cmd: str, agent: str | None = None, name: str = "Bash") -> dict[str, Any]:
