@@ -4,7 +4,7 @@ From the fake server finishing the response that crosses the ceiling to the whol
 tree stopped, over N runs of `guard --max-steps K claude -p ...` against a runaway Bash loop.
 Prints p50/p99 and the parts (transcript seen / tree gone) so a regression can be located.
 
-    python bench/claude_halt_latency.py [--runs 20] [--steps 3] [--ceiling steps|usd|tokens]
+    python bench/claude_halt_latency.py [--runs 20] [--steps 3] [--meter native|proxy]
 """
 from __future__ import annotations
 
@@ -14,17 +14,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import psutil  # noqa: E402
+import psutil
 
-from tests.fakes.anthropic_server import FakeAnthropic, Served, bash_loop, default_usage  # noqa: E402
-from tests.helpers import guard_cmd, guard_env  # noqa: E402
+from tests.fakes.anthropic_server import FakeAnthropic, Served, bash_loop
+from tests.helpers import guard_cmd, guard_env
 
 CLAUDE = os.environ.get("GUARD_TEST_CLAUDE") or str(REPO / ".tools/claude/node_modules/.bin/claude")
 
@@ -44,7 +43,7 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
-def one_run(tmp: Path, i: int, ceiling: str, steps: int) -> tuple[float, float]:
+def one_run(tmp: Path, i: int, ceiling: str, steps: int, meter: str) -> tuple[float, float, int]:
     home, cfg, proj = tmp / f"home{i}", tmp / f"cfg{i}", tmp / f"proj{i}"
     for d in (home, proj):
         d.mkdir()
@@ -54,7 +53,7 @@ def one_run(tmp: Path, i: int, ceiling: str, steps: int) -> tuple[float, float]:
         if s.agent_loop and s.n == steps and "t" not in crossing:
             crossing["t"] = s.finished_at or time.time()
 
-    limit = {"steps": ["--max-steps", str(steps)]}[ceiling]
+    limit = ["--meter", meter, *{"steps": ["--max-steps", str(steps)]}[ceiling]]
     with FakeAnthropic(bash_loop(vary=True), on_served=on_served) as fake:
         env = guard_env(home, ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY="sk-ant-bench",
                         CLAUDE_CONFIG_DIR=str(cfg), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1")
@@ -109,13 +108,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--ceiling", default="steps")
+    ap.add_argument("--ceiling", default="steps", choices=["steps"])
+    ap.add_argument("--meter", default="native", choices=["native", "proxy", "auto"])
     a = ap.parse_args()
     lat: list[float] = []
     halts: list[float] = []
     with tempfile.TemporaryDirectory() as d:
         for i in range(a.runs):
-            dt, halt_dt, rc = one_run(Path(d), i, a.ceiling, a.steps)
+            dt, halt_dt, rc = one_run(Path(d), i, a.ceiling, a.steps, a.meter)
             lat.append(dt * 1000)
             halts.append(halt_dt * 1000)
             print(f"run {i + 1:2d}: tree stopped {dt * 1000:7.1f} ms, halt in state file {halt_dt * 1000:6.1f} ms "
@@ -123,7 +123,7 @@ def main() -> None:
     lat.sort()
     p50 = statistics.median(lat)
     p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
-    print(f"claude halt latency over {len(lat)} runs: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
+    print(f"claude halt latency (--meter {a.meter}) over {len(lat)} runs: p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
           f"min {lat[0]:.0f} ms, max {lat[-1]:.0f} ms; halt written p50 {statistics.median(halts):.0f} ms")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from guard.adapters.claude_launch import hook_command  # noqa: E402
+from guard.adapters.claude_launch import hook_command
 
 PAYLOAD = json.dumps({
     "session_id": "0ffeb810-68bb-4a12-9302-1e56b0894a0a", "transcript_path": "/dev/null", "cwd": "/",

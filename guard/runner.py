@@ -216,6 +216,7 @@ class Run:
         self._step_seen = 0
         self._last_poll = 0.0
         self._last_tick = 0.0
+        self._halted_at = 0.0
         self._last_control = 0.0
         self._last_state_write = 0.0
         self._state_dirty = False
@@ -529,7 +530,23 @@ class Run:
                 pass
         self.adapter.close()
         self._process_sink()
+        self._halt_if_crossed_at_exit()
         self._sweep_leftovers()
+
+    def _halt_if_crossed_at_exit(self) -> None:
+        """An agent that stops itself at the ceiling (its own inner fence, or the last records
+        arrived as it exited) was still halted by a ceiling: record it as such."""
+        if self.halt is not None or self.halted:
+            return
+        decision = decide(self.ceilings(), self.policy)
+        if decision.ceiling is not None:
+            c = decision.ceiling
+            self.halt = Halt(c.name, c.limit, round(c.used, 6), "stop",
+                             decision.halt_message(self.meter.totals.steps + self.task_limits.prior.steps))
+            self.halted = True
+            self.ledger.update_run(self.run_id, status="halted", halt=self.halt)
+            if self.settings.task and c.name in TASK_CEILINGS:
+                self.ledger.mark_task_halted(self.task, c.name, self.run_id)
 
     def _timeout(self) -> float:
         t = 0.25
@@ -631,14 +648,17 @@ class Run:
         with self._gate_lock:
             releases, self._pending_releases = self._pending_releases, []
         events, notices, halts, accuracy = self.sink.take()  # every released call's event is here
+        recorded = []
         if events or releases:
             with self._gate_lock:
                 if events:
-                    self.meter.record_batch(events)
+                    recorded = self.meter.record_batch(events)
                 self._apply_releases(releases)
         if events:
-            if self.halted and self.stopper and not self.stopper.done and self.stopper.steps:
-                # still spending after being told to stop: it is not winding down, escalate now
+            if (self.halted and self.stopper and not self.stopper.done and self.stopper.steps
+                    and any(r.new for r in recorded) and time.monotonic() - self._halted_at > 1.0):
+                # new calls a while after being told to stop (not a response that was already in
+                # flight, nor a second source's copy of one): it is not winding down, escalate now
                 self._advance_stopper()
             for ev in events:
                 merged, price = self.meter.calls[ev.key]
@@ -702,11 +722,16 @@ class Run:
         if action == "pause":
             self._pause()
             return
+        self._begin_stop(halt.message, kill=action == "kill")
+
+    def _begin_stop(self, message: str, kill: bool = False) -> None:
+        """The run ends here: no request leaves the proxy, the tool is told why, then signals."""
         self.halted = True
+        self._halted_at = time.monotonic()
         if self.proxy is not None:
-            self.proxy.refuse_all(halt.message)
-        self.adapter.on_halt(halt.message)
-        self._stop(kill=action == "kill")
+            self.proxy.refuse_all(message)
+        self.adapter.on_halt(message)
+        self._stop(kill=kill)
 
     def _stop(self, kill: bool = False) -> None:
         assert self.tree is not None
@@ -824,24 +849,27 @@ class Run:
             return
         who = f"{self.identity.developer} ({by})"
         if choice == "stop":
-            self.halted = True
             self.paused_prompt_done()
-            self.ledger.update_run(self.run_id, status="halted",
-                                   halt=Halt(self.halt.ceiling, self.halt.limit, self.halt.used, "stop",
-                                             self.halt.message))
-            self.adapter.on_halt(self.halt.message)
-            self._stop()
+            self.halt.action = "stop"
+            self.ledger.update_run(self.run_id, status="halted", halt=self.halt)
+            self._begin_stop(self.halt.message)
             return
         raises = dict(raises or {})
         if choice == "raise" and amount is not None:
             raises[self._raise_kind()] = amount
+        period = next((c for c in self.period.raw if c.name == self.halt.ceiling), None)
+        if period is not None and "usd" in raises:
+            # a developer/team/line ceiling is raised by a grant for its current period
+            budgets.grant(self.ledger, period.scope, raises.pop("usd"), who,
+                          f"raised while run {self.run_id} was paused", period=period.period)
+            self._refresh_period(time.time())
         for kind, value in raises.items():
             self.ledger.add_approval(Approval(self.run_id, self.task, kind, value, who, ts=time.time()))
             if kind in self.task_limits.limits:
                 self.task_limits.limits[kind] += value
             else:
                 self.task_limits.limits[kind] = value + (self.halt.used if self.halt.ceiling == kind else 0)
-        if choice == "continue" or not raises:
+        if choice == "continue" or (not raises and period is None):
             self.policy.lifted.add(self.halt.ceiling)
             self.ledger.add_approval(Approval(self.run_id, self.task, self.halt.ceiling, None, who,
                                               reason="continue past the ceiling for this run",
