@@ -14,7 +14,6 @@ import sys
 import time
 
 import psutil
-
 from _common import bench_env
 
 

@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,7 +180,7 @@ def reconcile_cmd(ctx: click.Context, since: str | None, until: str | None, base
     from guard.report.reconcile import make_client, reconcile
     from guard.report.render import print_rows
 
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     try:
         start = date.fromisoformat(since) if since else today.replace(day=1)
         last = date.fromisoformat(until) if until else today

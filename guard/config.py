@@ -4,7 +4,6 @@ variables, command-line flags. Each value remembers where it came from."""
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

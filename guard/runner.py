@@ -19,19 +19,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from guard import budgets
 from guard.adapters.base import Adapter, LaunchContext, Remaining
 from guard.config import Settings
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, Refused
-from guard.governor import TASK_CEILINGS, Ceiling, Decision, Policy, decide, format_amount, soft_message
-from guard import budgets
-from guard.ledger import reservations
-from guard.ledger import Ledger
+from guard.governor import (
+    TASK_CEILINGS,
+    Ceiling,
+    Decision,
+    Policy,
+    decide,
+    format_amount,
+    soft_message,
+)
+from guard.ledger import Ledger, reservations
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.meter import Meter
 from guard.pricing import Pricer
 from guard.proxy.gate import BudgetRefused
-from guard.supervisor import prompt as pause_prompt
+from guard.run_settings import budgets_enabled, identity_for, meter_mode
+from guard.sink import Sink
+from guard.supervisor.prompt import PausePrompt
 from guard.supervisor.spawn import Child, spawn, start_sentinel
 from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
 from guard.supervisor.tree import ProcessTree
@@ -40,64 +49,6 @@ from guard.usage import Totals, UsageEvent
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
 PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
-
-
-class Sink:
-    """Thread-safe mailbox between adapter threads and the loop."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.events: list[UsageEvent] = []
-        self.notices: list[tuple[str, str]] = []
-        self.halts: list[tuple[str, str]] = []
-        self.accuracy: str | None = None
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self.write_fd, False)
-
-    def _wake(self) -> None:
-        try:
-            os.write(self.write_fd, b"!")
-        except BlockingIOError:
-            pass  # the loop is already due to wake
-
-    def emit(self, event: UsageEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-        self._wake()
-
-    def notice(self, key: str, message: str) -> None:
-        with self._lock:
-            self.notices.append((key, message))
-        self._wake()
-
-    def halt(self, ceiling: str, message: str) -> None:
-        with self._lock:
-            self.halts.append((ceiling, message))
-        self._wake()
-
-    def set_accuracy(self, accuracy: str) -> None:
-        with self._lock:
-            self.accuracy = accuracy
-        self._wake()
-
-    def take(self) -> tuple[list[UsageEvent], list[tuple[str, str]], list[tuple[str, str]], str | None]:
-        try:
-            while os.read(self.read_fd, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        with self._lock:
-            out = (self.events, self.notices, self.halts, self.accuracy)
-            self.events, self.notices, self.halts, self.accuracy = [], [], [], None
-        return out
-
-    def close(self) -> None:
-        for fd in (self.read_fd, self.write_fd):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 @dataclass
@@ -131,34 +82,10 @@ class PeriodCeilings:
     refreshed_at: float = 0.0
 
 
-def identity_for(settings: Settings, envr: Environment, task: str | None, tool: str) -> budgets.Identity:
-    policy = budgets.as_budget_policy(settings) if budgets_enabled(settings) else budgets.BudgetPolicy.from_config({})
-    ident = budgets.resolve_identity(
-        {"developer": settings.developer, "team": settings.team}, env=envr.env, cwd=envr.cwd,
-        line=settings.line, task=task, tool=tool, policy=policy)
-    return replace(ident, machine=settings.machine) if settings.machine else ident
-
-
-# `--meter auto`: the metering proxy where a tool's own figures are known to be partial (Claude
-# Code's transcripts miss title calls and cut-off responses; aider estimates and skips commit
-# messages, summaries and retries). Native signals are read in every mode.
-AUTO_PROXY_TOOLS = ("claude", "aider")
-
-
-def meter_mode(setting: str, tool: str) -> str:
-    if setting == "auto":
-        return "proxy" if tool in AUTO_PROXY_TOOLS else "native"
-    return setting
-
-
-def budgets_enabled(settings: Settings) -> bool:
-    return bool(settings.budgets or settings.policy or settings.lines)
-
-
 class _NoticeStream:
     """Lets budgets.notify_soft print through the run's notice channel (title bar on a TTY)."""
 
-    def __init__(self, run: "Run") -> None:
+    def __init__(self, run: Run) -> None:
         self.run = run
 
     def write(self, text: str) -> int:
@@ -210,8 +137,7 @@ class Run:
         self.reserved_tokens = 0
         self._gate_lock = threading.Lock()
         self._pending_releases: list[tuple[float, int, str | None]] = []
-        self._prompt_buf = ""
-        self._prompt_stage = "menu"            # menu | amount
+        self.prompt = PausePrompt(self._tty)
         self._signals: list[int] = []
         self._step_seen = 0
         self._last_poll = 0.0
@@ -785,9 +711,8 @@ class Run:
         self.tree.stop()
         self.paused = True
         if self.interactive:
-            self._prompt_stage = "menu"
-            self._prompt_buf = ""
-            self._tty(f"\r\n\x1b[0mguard: paused: {self.halt.message}\r\nguard: {pause_prompt.MENU}")
+            raisable = self.halt.ceiling in TASK_CEILINGS or self.halt.ceiling.endswith("_usd")
+            self.prompt.open(self.halt.message, self._raise_kind() if raisable else None)
         else:
             self._show(f"paused: {self.halt.message}; resume with `guard resume {self.run_id} "
                        f"--raise-{self.halt.ceiling if self.halt.ceiling in TASK_CEILINGS else 'usd'} AMOUNT`, "
@@ -797,46 +722,9 @@ class Run:
         write_all(self.envr.stdout_fd, text.encode())
 
     def _prompt_input(self, text: str) -> None:
-        assert self.halt is not None
-        for ch in text:
-            if self._prompt_stage == "menu":
-                choice = pause_prompt.parse_choice(ch)
-                if choice is None:
-                    continue
-                self._tty(ch + "\r\n")
-                if choice == "stop":
-                    self._resolve_pause("stop", None, "prompt")
-                elif choice == "continue":
-                    self._resolve_pause("continue", None, "prompt")
-                elif self.halt.ceiling not in TASK_CEILINGS and not self.halt.ceiling.endswith("usd"):
-                    self._tty(f"guard: the {self.halt.ceiling} ceiling cannot be raised here\r\n"
-                              f"guard: {pause_prompt.MENU}")
-                else:
-                    self._prompt_stage = "amount"
-                    self._prompt_buf = ""
-                    self._tty("guard: " + pause_prompt.amount_question(self._raise_kind()))
-            else:
-                if ch in "\r\n":
-                    self._tty("\r\n")
-                    try:
-                        amount = pause_prompt.parse_amount(self._raise_kind(), self._prompt_buf)
-                    except GuardError as e:
-                        self._prompt_buf = ""
-                        self._tty(f"guard: {e}\r\nguard: " + pause_prompt.amount_question(self._raise_kind()))
-                        continue
-                    self._resolve_pause("raise", amount, "prompt")
-                    return
-                elif ch in "\x7f\b":
-                    if self._prompt_buf:
-                        self._prompt_buf = self._prompt_buf[:-1]
-                        self._tty("\b \b")
-                elif ch == "\x03":
-                    self._tty("^C\r\n")
-                    self._resolve_pause("stop", None, "prompt")
-                    return
-                elif ch.isprintable():
-                    self._prompt_buf += ch
-                    self._tty(ch)
+        answer = self.prompt.feed(text)
+        if answer is not None:
+            self._resolve_pause(answer.choice, answer.amount, "prompt")
 
     def _raise_kind(self) -> str:
         assert self.halt is not None
@@ -885,8 +773,6 @@ class Run:
 
     def paused_prompt_done(self) -> None:
         self.paused = False
-        self._prompt_stage = "menu"
-        self._prompt_buf = ""
 
     def _repaint(self) -> None:
         """Full-screen agents redraw on a size change: nudge the PTY size and put it back."""

@@ -32,7 +32,7 @@ class UsageEvent:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens + self.cache_write_tokens + self.cache_read_tokens
 
-    def merge(self, other: "UsageEvent") -> "UsageEvent":
+    def merge(self, other: UsageEvent) -> UsageEvent:
         """Two reports of one call: keep the max of each field (early transcript lines carry
         placeholder counts; a second source may see what the first missed)."""
         def mx(a: int, b: int) -> int:
@@ -85,7 +85,7 @@ class Totals:
         self.steps += sign * ev.steps
         self.calls += sign
 
-    def plus(self, other: "Totals") -> "Totals":
+    def plus(self, other: Totals) -> Totals:
         return Totals(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,

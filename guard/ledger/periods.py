@@ -6,7 +6,7 @@ DST change is 23 or 25 hours long, and a month ends when the zone's clock reache
 from __future__ import annotations
 
 import os
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -113,5 +113,5 @@ def format_reset(at: float, now: float, tz: str | ZoneInfo | None) -> str:
 
 
 def utc_day_bounds(day: date) -> tuple[float, float]:
-    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
     return start, start + 86400

@@ -57,7 +57,7 @@ class Upstream:
     base_path: str        # without trailing slash
 
     @classmethod
-    def parse(cls, url: str) -> "Upstream":
+    def parse(cls, url: str) -> Upstream:
         u = urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {url!r}")
@@ -684,7 +684,7 @@ class RunningProxy:
         self._core.pool.close_all()
         self._thread.join(timeout=1.0)
 
-    def __enter__(self) -> "RunningProxy":
+    def __enter__(self) -> RunningProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,7 +13,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from guard.errors import ConfigError, GuardError
@@ -65,8 +65,8 @@ def _actor_name(actor: Any) -> str:
 
 def _day(v: Any) -> date:
     if isinstance(v, datetime):
-        return v.astimezone(timezone.utc).date()
-    return datetime.fromisoformat(str(v).replace("Z", "+00:00")).astimezone(timezone.utc).date()
+        return v.astimezone(UTC).date()
+    return datetime.fromisoformat(str(v).replace("Z", "+00:00")).astimezone(UTC).date()
 
 
 def _slices(start: date, end: date) -> Iterator[tuple[date, date]]:
@@ -123,8 +123,8 @@ def _fetch_generic(client: Any, lo: date, hi: date) -> list[BillRow]:
 
 
 def ledger_by_day_developer(ledger: SqlLedger, start: date, end: date) -> dict[tuple[date, str], float]:
-    lo = datetime(start.year, start.month, start.day, tzinfo=timezone.utc).timestamp()
-    hi = datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp()
+    lo = datetime(start.year, start.month, start.day, tzinfo=UTC).timestamp()
+    hi = datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp()
 
     def q(led: SqlLedger) -> list[tuple[Any, ...]]:
         return led._execute(
@@ -133,7 +133,7 @@ def ledger_by_day_developer(ledger: SqlLedger, start: date, end: date) -> dict[t
 
     out: dict[tuple[date, str], float] = defaultdict(float)
     for ts, dev, cost in _routed(ledger, q, spool_ok=False):
-        out[(datetime.fromtimestamp(ts, timezone.utc).date(), str(dev).lower())] += float(cost)
+        out[(datetime.fromtimestamp(ts, UTC).date(), str(dev).lower())] += float(cost)
     return out
 
 

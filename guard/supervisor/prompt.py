@@ -1,22 +1,23 @@
-"""The pause prompt: what the developer typed, turned into a choice. Pure, so it is easy to test."""
+"""The pause prompt: keys the developer types turned into an answer. No I/O of its own: it is
+given a `write` callable for its echo, so tests drive it with plain strings."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from guard.errors import ConfigError
+from guard.errors import GuardError
 from guard.units import parse_count, parse_duration, parse_usd
 
 Choice = Literal["raise", "continue", "stop"]
+
+MENU = "[r]aise the ceiling, [c]ontinue past it for this run, or [s]top? "
 
 
 @dataclass(frozen=True)
 class Answer:
     choice: Choice
     amount: float | None = None
-
-
-MENU = "[r]aise the ceiling, [c]ontinue past it for this run, or [s]top? "
 
 
 def amount_question(kind: str) -> str:
@@ -37,4 +38,58 @@ def parse_choice(key: str) -> Choice | None:
     return {"r": "raise", "c": "continue", "s": "stop"}.get(key.strip().lower()[:1] or "?")  # type: ignore[return-value]
 
 
-__all__ = ["Answer", "MENU", "amount_question", "parse_amount", "parse_choice", "ConfigError"]
+class PausePrompt:
+    """Menu (one key), then an amount (a line) when the developer chose to raise."""
+
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self._write = write
+        self._kind: str | None = None
+        self._amount: str | None = None   # None: at the menu; a string: typing an amount
+
+    def open(self, message: str, raise_kind: str | None) -> None:
+        """`raise_kind` is usd/tokens/steps/time, or None when the ceiling cannot be raised."""
+        self._kind = raise_kind
+        self._amount = None
+        self._write(f"\r\n\x1b[0mguard: paused: {message}\r\nguard: {MENU}")
+
+    def feed(self, text: str) -> Answer | None:
+        for ch in text:
+            answer = self._menu_key(ch) if self._amount is None else self._amount_key(ch)
+            if answer is not None:
+                return answer
+        return None
+
+    def _menu_key(self, ch: str) -> Answer | None:
+        choice = parse_choice(ch)
+        if choice is None:
+            return None
+        self._write(ch + "\r\n")
+        if choice != "raise":
+            return Answer(choice)
+        if self._kind is None:
+            self._write(f"guard: this ceiling cannot be raised here\r\nguard: {MENU}")
+            return None
+        self._amount = ""
+        self._write("guard: " + amount_question(self._kind))
+        return None
+
+    def _amount_key(self, ch: str) -> Answer | None:
+        assert self._amount is not None and self._kind is not None
+        if ch in "\r\n":
+            self._write("\r\n")
+            try:
+                return Answer("raise", parse_amount(self._kind, self._amount))
+            except GuardError as e:
+                self._amount = ""
+                self._write(f"guard: {e}\r\nguard: " + amount_question(self._kind))
+        elif ch in "\x7f\b":
+            if self._amount:
+                self._amount = self._amount[:-1]
+                self._write("\b \b")
+        elif ch == "\x03":
+            self._write("^C\r\n")
+            return Answer("stop")
+        elif ch.isprintable():
+            self._amount += ch
+            self._write(ch)
+        return None

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 
 def utc(y: int, m: int, d: int, h: int = 12) -> float:
-    return datetime(y, m, d, h, tzinfo=timezone.utc).timestamp()
+    return datetime(y, m, d, h, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import SPENDER, last_run, pids_alive, run_guard, wait_until
+from tests.helpers import SPENDER, last_run, pids_alive, run_guard
 
 pytestmark = pytest.mark.e2e
 
@@ -120,9 +120,8 @@ def test_usage_file_truncated_and_replaced_mid_run(home, tmp_path):
 def test_remaining_budget_is_in_the_environment(home, tmp_path):
     agent = tmp_path / "env.py"
     out_file = tmp_path / "env.txt"
-    agent.write_text("import os\nopen(%r, 'w').write(' '.join(os.environ.get(k, '-') for k in "
-                     "['GUARD_RUN_ID', 'GUARD_REMAINING_USD', 'GUARD_REMAINING_TOKENS', 'GUARD_REMAINING_STEPS']))\n"
-                     % str(out_file))
+    names = ["GUARD_RUN_ID", "GUARD_REMAINING_USD", "GUARD_REMAINING_TOKENS", "GUARD_REMAINING_STEPS"]
+    agent.write_text(f"import os\nopen({str(out_file)!r}, 'w').write(' '.join(os.environ.get(k, '-') for k in {names!r}))\n")
     assert run_guard(home, "--max-usd", "2", "--max-tokens", "500k", "run", "--", "python3", str(agent)).returncode == 0
     run_id, usd, tokens, steps = out_file.read_text().split()
     assert run_id == last_run(home)["id"] and float(usd) == 2.0 and tokens == "500000" and steps == "-"

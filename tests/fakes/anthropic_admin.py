@@ -13,7 +13,7 @@ import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -97,14 +97,14 @@ class FakeAdminAPI:
         by_actor = "actor" in q.get("group_by[]", [])
         cells: dict[tuple[date, str | None], list[float]] = defaultdict(lambda: [0.0, 0])
         for c in self.costs:
-            t = datetime(c.day.year, c.day.month, c.day.day, tzinfo=timezone.utc)
+            t = datetime(c.day.year, c.day.month, c.day.day, tzinfo=UTC)
             if start <= t < end:
                 cell = cells[(c.day, c.email if by_actor else None)]
                 cell[0] += c.usd
                 cell[1] += c.requests
         rows = []
         for (day, email), (usd, reqs) in sorted(cells.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
-            s = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+            s = datetime(day.year, day.month, day.day, tzinfo=UTC)
             actor = ({"type": "user_actor", "user_id": f"user_{abs(hash(email)) % 10**8}",
                       "email_address": email, "name": None, "deleted": False} if email else None)
             cents = f"{usd * 100:.6f}"
@@ -119,11 +119,11 @@ class FakeAdminAPI:
         chunk = rows[offset:offset + limit]
         more = offset + limit < len(rows)
         return {"data": chunk, "has_more": more, "next_page": str(offset + limit) if more else None,
-                "data_refreshed_at": _fmt(datetime.now(timezone.utc))}
+                "data_refreshed_at": _fmt(datetime.now(UTC))}
 
 
 def _parse(s: str) -> datetime:
-    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(timezone.utc)
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def _fmt(d: datetime) -> str:

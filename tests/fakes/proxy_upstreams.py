@@ -97,7 +97,7 @@ class BlobUpstream:
         self._httpd: ThreadingHTTPServer | None = None
         self.port = 0
 
-    def start(self) -> "BlobUpstream":
+    def start(self) -> BlobUpstream:
         blob = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -146,7 +146,7 @@ class BlobUpstream:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "BlobUpstream":
+    def __enter__(self) -> BlobUpstream:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from guard.proxy import anthropic_wire, openai_wire
-from guard.proxy.wire import SSESplitter, SideDecoder, estimate_input_tokens, readable_accept_encoding
+from guard.proxy.wire import SideDecoder, SSESplitter, estimate_input_tokens, readable_accept_encoding
 
 
 def sse(events: list[dict], named: bool = True) -> bytes:
