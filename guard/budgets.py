@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 from guard.errors import ConfigError, Refused
 from guard.ledger.periods import PERIODS, format_reset, period_bounds, period_label
@@ -430,8 +430,16 @@ def mark_notified(ledger: SqlLedger, scope: str, period: str, period_start: floa
     return bool(_routed(ledger, q))
 
 
+class TextSink(Protocol):
+    """Where notices are printed: a stream, or the run's own notice channel."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
 def notify_soft(ledger: SqlLedger, ceilings: Sequence[Ceiling], notify: Mapping[str, Any] | None = None,
-                *, out: IO[str] | None = None, now: float | None = None,
+                *, out: TextSink | None = None, now: float | None = None,
                 identity: Identity | None = None) -> list[str]:
     """Emit each soft threshold crossed for the first time this period: terminal line, then the
     optional webhook (POST JSON) and command. Returns the messages emitted."""

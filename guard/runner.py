@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from guard import budgets
+from guard import admission, budgets
 from guard.adapters.base import Adapter, LaunchContext, Remaining
 from guard.config import Settings
 from guard.environment import Environment
@@ -28,6 +28,7 @@ from guard.governor import (
     TASK_CEILINGS,
     Ceiling,
     Decision,
+    OnLimit,
     Policy,
     decide,
     format_amount,
@@ -44,20 +45,11 @@ from guard.supervisor.prompt import PausePrompt
 from guard.supervisor.spawn import Child, spawn, start_sentinel
 from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
 from guard.supervisor.tree import ProcessTree
-from guard.usage import Totals, UsageEvent
+from guard.usage import UsageEvent
 
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
 PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
-
-
-@dataclass
-class TaskLimits:
-    """The task's four ceilings after raises, and what earlier runs of the task already used."""
-
-    limits: dict[str, float]
-    prior: Totals
-    prior_seconds: float
 
 
 @dataclass
@@ -111,7 +103,7 @@ class Run:
         self.task: str = settings.task or self.run_id
         self.identity = identity_for(settings, envr, settings.task, tool)
         self.interactive = envr.interactive
-        on_limit = settings.on_limit or ("pause" if self.interactive else "stop")
+        on_limit: OnLimit = settings.on_limit or ("pause" if self.interactive else "stop")
         self.policy = Policy(on_limit=on_limit, soft_fraction=settings.soft_threshold)
         from guard.pricing import load_overrides
 
@@ -147,21 +139,9 @@ class Run:
         self._last_state_write = 0.0
         self._state_dirty = False
         self.proxy: Any = None
-        self.task_limits = self._task_limits()
+        self.task_limits = admission.task_limits(settings, ledger, self.task, self.run_id)
 
     # -- admission -----------------------------------------------------------------------------
-
-    def _task_limits(self) -> TaskLimits:
-        s = self.settings
-        base = {"usd": s.max_usd, "tokens": s.max_tokens, "steps": s.max_steps, "time": s.max_time}
-        raises = self.ledger.task_raises(self.task) if s.task else {}
-        limits = {k: float(v) + raises.get(k, 0.0) for k, v in base.items() if v is not None}
-        if s.task:
-            prior = self.ledger.task_totals(self.task, exclude_run=self.run_id)
-            seconds = self.ledger.task_elapsed(self.task, exclude_run=self.run_id)
-        else:
-            prior, seconds = Totals(), 0.0
-        return TaskLimits(limits, prior, seconds)
 
     def ceilings(self, now: float | None = None, extra_usd: float = 0.0, extra_tokens: int = 0) -> list[Ceiling]:
         now = time.time() if now is None else now
@@ -199,43 +179,12 @@ class Run:
                             self.settings.notify, out=_NoticeStream(self), now=now, identity=self.identity)
 
     def _admit(self) -> None:
-        """Refuse a task a ceiling already halted (until someone raises it), or one with
-        nothing left of a ceiling."""
-        reasons: list[tuple[Ceiling | None, str]] = []
         halted = dict(self.ledger.task_halts(self.task)) if self.settings.task else {}
-        for c in self.ceilings():
-            if c.name in halted or c.reached:
-                reasons.append((c, c.headline()))
-        now = time.time()
-        for c in self.period.raw:
-            if c.exhausted:
-                reasons.insert(0, (None, c.refusal(now)))
-                halt_ceiling = c
-                break
-        else:
-            halt_ceiling = None
-        for name, run_id in halted.items():
-            if name not in {c.name for c in self.ceilings()}:
-                reasons.append((None, f"task {self.task!r} was halted by its {name} ceiling in run {run_id}"))
-        if not reasons:
-            return
-        ceiling, text = reasons[0]
-        msg = f"refused: {text}"
-        if ceiling is not None and ceiling.scope == "task" and self.settings.task:
-            msg += (f"; task {self.task!r} stays halted until its ceiling is raised "
-                    f"(guard resume {halted.get(ceiling.name, 'RUN_ID')} --raise-{ceiling.name} AMOUNT)")
-        elif ceiling is not None and ceiling.resets_at:
-            from guard.ledger.records import iso
-
-            msg += f"; resets at {iso(ceiling.resets_at)}"
-        if halt_ceiling is not None and ceiling is None:
-            halt = Halt(halt_ceiling.name, halt_ceiling.hard_limit, round(halt_ceiling.committed, 6),
-                        "refuse", msg)
-        else:
-            halt = Halt(ceiling.name if ceiling else "task", ceiling.limit if ceiling else 0,
-                        ceiling.used if ceiling else 0, "refuse", msg)
-        self.ledger.create_run(self._record(status="refused", halt=halt, ended_at=time.time()))
-        raise Refused(msg)
+        halt = admission.refusal(self.ceilings(), self.period.raw, halted,
+                                 self.task if self.settings.task else None, time.time())
+        if halt is not None:
+            self.ledger.create_run(self._record(status="refused", halt=halt, ended_at=time.time()))
+            raise Refused(halt.message)
 
     def _record(self, **kw: Any) -> RunRecord:
         return RunRecord(
@@ -281,9 +230,10 @@ class Run:
         self.sink.halt(c.name, message)
         raise BudgetRefused(message)
 
-    def release(self, reservation: tuple[float, int, str | None]) -> None:
+    def release(self, reservation: object) -> None:
         """The proxy emits a call's event just before releasing its reservation; the hold stays
         until the loop has recorded that event, so the spend is never counted nowhere."""
+        assert isinstance(reservation, tuple)
         with self._gate_lock:
             self._pending_releases.append(reservation)
         self.sink._wake()
@@ -376,7 +326,7 @@ class Run:
         os.set_blocking(self._sig_r, False)
         os.set_blocking(self._sig_w, False)
         self._old_wakeup = signal.set_wakeup_fd(self._sig_w)
-        old = {}
+        old: dict[int, Any] = {}
         for sig in (signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, signal.SIGTERM, signal.SIGHUP,
                     signal.SIGINT, signal.SIGQUIT):
             old[sig] = signal.signal(sig, self._on_signal)

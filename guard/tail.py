@@ -102,7 +102,7 @@ class JsonlFollower:
                     follower.poll()
 
         self.root.mkdir(parents=True, exist_ok=True)
-        observer = None
+        observer: Any = None
         if self._use_inotify:
             try:
                 from watchdog.observers.inotify import InotifyObserver

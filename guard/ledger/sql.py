@@ -112,7 +112,8 @@ class SqlLedger(ABC):
 
     def list_runs(self, *, status: Sequence[str] | None = None, since: float | None = None,
                   until: float | None = None, limit: int | None = None) -> list[RunRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
             where.append(f"status IN ({', '.join('?' * len(status))})")
             params.extend(status)

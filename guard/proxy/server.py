@@ -331,7 +331,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes:
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 line = self.rfile.readline(65537)
                 try:

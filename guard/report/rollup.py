@@ -209,7 +209,7 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
                 add("(no calls)", r, 0.0, (0, 0, 0, 0))
             for model, (cost, tokens) in r.by_model.items():
                 # token kinds per model are not kept apart: attribute the total as input
-                add(model, r, cost, (tokens, 0, 0, 0))
+                add(model, r, cost, (int(tokens), 0, 0, 0))
             continue
         if group_by == "day":
             key = datetime.fromtimestamp(r.started_at, z).date().isoformat()
