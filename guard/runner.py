@@ -50,6 +50,8 @@ from guard.usage import UsageEvent
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
 PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
+BURST = 32 << 10           # PTY output of this size in one drain is a flood, not a screen update
+BURST_PAUSE = 0.002
 
 
 @dataclass
@@ -387,8 +389,13 @@ class Run:
             if self._sig_r in ready or self._signals:
                 self._handle_signals()
             if master is not None and master in ready:
-                if not self._copy_out(master):
+                alive, copied = self._copy_out(master)
+                if not alive:
                     master = None
+                elif copied >= BURST:
+                    # a flood of output: let it pile up a moment so each read and write moves
+                    # more at once (interactive echo is never this big, so never delayed)
+                    time.sleep(BURST_PAUSE)
             if stdin_open and self.envr.stdin_fd in ready:
                 stdin_open = self._copy_in(master)
             # Output bursts wake us thousands of times a second; the rest of the loop runs when
@@ -401,9 +408,10 @@ class Run:
                 if self._child_exited():
                     break
         # the agent is gone: copy what it left in the PTY, read the last records
-        if master is not None:
-            while self._copy_out(master):
-                pass
+        while master is not None:
+            alive, copied = self._copy_out(master)
+            if not alive or not copied:  # a descendant may keep the PTY open: stop when it is dry
+                break
         self.adapter.close()
         self._process_sink()
         self._halt_if_crossed_at_exit()
@@ -434,8 +442,9 @@ class Run:
             t = min(t, max(0.0, left + 0.001))
         return t
 
-    def _copy_out(self, master: int) -> bool:
-        """Drain what the PTY holds (up to 1 MiB) and write it in one go."""
+    def _copy_out(self, master: int) -> tuple[bool, int]:
+        """Drain what the PTY holds (up to 1 MiB) and write it in one go; (slave still open,
+        bytes copied)."""
         chunks: list[bytes] = []
         size = 0
         alive = True
@@ -456,7 +465,7 @@ class Run:
             size += len(chunk)
         if chunks:
             self._write_out(b"".join(chunks))
-        return alive
+        return alive, size
 
     def _write_out(self, data: bytes) -> None:
         tap = getattr(self.adapter, "feed_output", None)

@@ -9,7 +9,7 @@ second signal), and whether replies stream (aider's counts are its own estimates
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,25 @@ def _read_dotenvs(paths: Sequence[Path]) -> dict[str, str]:
     return merged
 
 
+def read_dotenvs(args: Sequence[str], env: Mapping[str, str], cwd: Path, home: Path | None = None) -> dict[str, str]:
+    """What aider's .env files set, in its order (later wins): ~/.env, <git root>/.env, ./.env,
+    then --env-file / AIDER_ENV_FILE (default <git root>/.env). Loaded with override, so these
+    beat the process environment."""
+    home = home or Path(env.get("HOME") or Path.home())
+    git_root = find_git_root(cwd)
+    env_file = arg_value(args, "--env-file") or env.get("AIDER_ENV_FILE")
+    paths = [home / ".env"]
+    if git_root:
+        paths.append(git_root / ".env")
+    paths.append(cwd / ".env")
+    if env_file:
+        p = home / env_file[2:] if env_file.startswith("~/") else Path(env_file)
+        paths.append(p if p.is_absolute() else cwd / p)
+    else:
+        paths.append((git_root or cwd) / ".env")
+    return _read_dotenvs(paths)
+
+
 def _read_configs(paths: Sequence[Path]) -> list[dict[str, Any]]:
     import yaml
 
@@ -134,14 +153,7 @@ def resolve(args: Sequence[str], env: dict[str, str], cwd: Path, home: Path | No
         p = home / value[2:] if value.startswith("~/") else Path(value)
         return p if p.is_absolute() else cwd / p
 
-    # .env files: ~/.env, <git root>/.env, ./.env, then --env-file (default <git root>/.env)
-    env_file = arg_value(args, "--env-file") or env.get("AIDER_ENV_FILE")
-    dotenv_paths = [home / ".env"]
-    if git_root:
-        dotenv_paths.append(git_root / ".env")
-    dotenv_paths.append(cwd / ".env")
-    dotenv_paths.append(path(env_file) if env_file else (git_root or cwd) / ".env")
-    dotenv = _read_dotenvs(dotenv_paths)
+    dotenv = read_dotenvs(args, env, cwd, home)
     eff_env = {**env, **dotenv}
 
     config_paths = []

@@ -6,7 +6,6 @@ ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/<secret>/claude/anthropic. The tool seg
 proxy which refusal status that client treats as final and whether a model call is a step."""
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -77,63 +76,18 @@ def aider_upstream_env(env: Mapping[str, str], cwd: Path, argv: Sequence[str] = 
     """The environment aider would end up with: the .env files it loads (each overriding the
     process environment), its --set-env / AIDER_SET_ENV, then --openai-api-base. Pass the result
     to start_proxy so the proxy forwards where aider itself would have gone."""
-    out = dict(env)
-    env_file = _arg(argv, "--env-file") or out.get("AIDER_ENV_FILE") or ".env"
-    git_root = _git_root(cwd)
-    files = [Path(out.get("HOME", str(Path.home()))) / ".env"]
-    if git_root is not None:
-        files.append(git_root / ".env")
-    files += [cwd / ".env", cwd / env_file if not os.path.isabs(env_file) else Path(env_file)]
-    seen: set[Path] = set()
-    for f in files:
-        try:
-            key = f.resolve()
-        except OSError:
-            continue
-        if key in seen:
-            continue
-        seen.add(key)
-        out.update(read_dotenv(f))
+    from guard.adapters.aider_settings import arg_value, read_dotenvs
+
+    out = {**env, **read_dotenvs(argv, env, cwd)}
     set_env = _args(argv, "--set-env") or parse_list(out.get("AIDER_SET_ENV", ""))
     for s in set_env:
         if "=" in s:
             k, v = s.split("=", 1)
             out[k.strip()] = v.strip()
-    base = _arg(argv, "--openai-api-base") or out.get("AIDER_OPENAI_API_BASE")
+    base = arg_value(argv, "--openai-api-base") or out.get("AIDER_OPENAI_API_BASE")
     if base:
         out["OPENAI_API_BASE"] = base
     return out
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines (optional `export `, quotes, comments): enough of python-dotenv's syntax
-    to see where a .env points the API base."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        s = line.strip()
-        if not s or s.startswith("#") or "=" not in s:
-            continue
-        if s.startswith("export "):
-            s = s[7:].lstrip()
-        k, v = s.split("=", 1)
-        k, v = k.strip(), v.strip()
-        if v[:1] in ("'", '"') and v[-1:] == v[:1] and len(v) >= 2:
-            v = v[1:-1]
-        elif " #" in v:
-            v = v.split(" #", 1)[0].rstrip()
-        out[k] = v
-    return out
-
-
-def _git_root(cwd: Path) -> Path | None:
-    for d in (cwd, *cwd.parents):
-        if (d / ".git").exists():
-            return d
-    return None
 
 
 def _args(argv: Sequence[str], name: str) -> list[str]:
@@ -144,8 +98,3 @@ def _args(argv: Sequence[str], name: str) -> list[str]:
         elif a.startswith(name + "="):
             vals.append(a[len(name) + 1:])
     return vals
-
-
-def _arg(argv: Sequence[str], name: str) -> str | None:
-    vals = _args(argv, name)
-    return vals[-1] if vals else None

@@ -40,9 +40,25 @@ def test_without_task_each_run_is_its_own_task(home):
         assert out.returncode == 0
 
 
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_guard_left_behind():
+    """A failed assertion must not leave a paused guard (and its agent) running."""
+    yield
+    while _started:
+        p = _started.pop()
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
 def start_guard(home, *args, **kw):
-    return subprocess.Popen(guard_cmd(*args), env=guard_env(home), cwd=home, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    p = subprocess.Popen(guard_cmd(*args), env=guard_env(home), cwd=home, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+    _started.append(p)
+    return p
 
 
 def wait_status(home, status):
