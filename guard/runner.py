@@ -7,7 +7,6 @@ acted on.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import select
@@ -42,6 +41,7 @@ from guard.proxy.gate import BudgetRefused
 from guard.run_settings import budgets_enabled, identity_for, meter_mode
 from guard.sink import Sink
 from guard.supervisor.prompt import PausePrompt
+from guard.supervisor.pump import OutputPump
 from guard.supervisor.spawn import Child, spawn, start_sentinel
 from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
 from guard.supervisor.tree import ProcessTree
@@ -50,8 +50,6 @@ from guard.usage import UsageEvent
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
 PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
-BURST = 32 << 10           # PTY output of this size in one drain is a flood, not a screen update
-BURST_PAUSE = 0.002
 
 
 @dataclass
@@ -135,12 +133,12 @@ class Run:
         self._signals: list[int] = []
         self._step_seen = 0
         self._last_poll = 0.0
-        self._last_tick = 0.0
         self._halted_at = 0.0
         self._last_control = 0.0
         self._last_state_write = 0.0
         self._state_dirty = False
         self.proxy: Any = None
+        self.pump: OutputPump | None = None
         self.task_limits = admission.task_limits(settings, ledger, self.task, self.run_id)
 
     # -- admission -----------------------------------------------------------------------------
@@ -238,7 +236,7 @@ class Run:
         assert isinstance(reservation, tuple)
         with self._gate_lock:
             self._pending_releases.append(reservation)
-        self.sink._wake()
+        self.sink.wake()
 
     def _apply_releases(self, releases: list[tuple[float, int, str | None]]) -> None:
         for usd, tokens, shared in releases:
@@ -373,45 +371,29 @@ class Run:
     def _loop(self) -> None:
         assert self.child is not None
         master = self.child.master_fd
+        if master is not None:
+            self.pump = OutputPump(master, self.envr.stdout_fd, getattr(self.adapter, "feed_output", None),
+                                   on_eof=self.sink.wake)
+            self.pump.start()
         stdin_open = self.interactive
         while True:
             now = time.monotonic()
             rfds = [self.sink.read_fd, self._sig_r]
-            if master is not None:
-                rfds.append(master)
             if stdin_open:
                 rfds.append(self.envr.stdin_fd)
-            timeout = self._timeout()
             try:
-                ready, _, _ = select.select(rfds, [], [], timeout)
+                ready, _, _ = select.select(rfds, [], [], self._timeout())
             except InterruptedError:
                 ready = []
             if self._sig_r in ready or self._signals:
                 self._handle_signals()
-            if master is not None and master in ready:
-                alive, copied = self._copy_out(master)
-                if not alive:
-                    master = None
-                elif copied >= BURST:
-                    # a flood of output: let it pile up a moment so each read and write moves
-                    # more at once (interactive echo is never this big, so never delayed)
-                    time.sleep(BURST_PAUSE)
             if stdin_open and self.envr.stdin_fd in ready:
                 stdin_open = self._copy_in(master)
-            # Output bursts wake us thousands of times a second; the rest of the loop runs when
-            # an event, a signal or input arrived, or every few milliseconds.
-            mono = time.monotonic()
-            if (self.sink.read_fd in ready or self._sig_r in ready or mono - self._last_tick >= 0.005
-                    or (stdin_open and self.envr.stdin_fd in ready)):
-                self._last_tick = mono
-                self._tick(now)
-                if self._child_exited():
-                    break
-        # the agent is gone: copy what it left in the PTY, read the last records
-        while master is not None:
-            alive, copied = self._copy_out(master)
-            if not alive or not copied:  # a descendant may keep the PTY open: stop when it is dry
+            self._tick(now)
+            if self._child_exited():
                 break
+        if self.pump is not None:
+            self.pump.finish()
         self.adapter.close()
         self._process_sink()
         self._halt_if_crossed_at_exit()
@@ -441,37 +423,6 @@ class Run:
             left = time_ceiling - (self.task_limits.prior_seconds + time.time() - self.started_at)
             t = min(t, max(0.0, left + 0.001))
         return t
-
-    def _copy_out(self, master: int) -> tuple[bool, int]:
-        """Drain what the PTY holds (up to 1 MiB) and write it in one go; (slave still open,
-        bytes copied)."""
-        chunks: list[bytes] = []
-        size = 0
-        alive = True
-        while size < 1 << 20:
-            try:
-                chunk = os.read(master, 1 << 16)
-            except BlockingIOError:
-                break
-            except OSError as e:
-                if e.errno == errno.EIO:  # the slave side closed: the agent is gone
-                    alive = False
-                    break
-                raise
-            if not chunk:
-                alive = False
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if chunks:
-            self._write_out(b"".join(chunks))
-        return alive, size
-
-    def _write_out(self, data: bytes) -> None:
-        tap = getattr(self.adapter, "feed_output", None)
-        if tap is not None:
-            tap(data)
-        write_all(self.envr.stdout_fd, data)
 
     def _copy_in(self, master: int | None) -> bool:
         try:
@@ -678,7 +629,8 @@ class Run:
                        f"`guard resume {self.run_id}` to continue past it, or `guard stop {self.run_id}`")
 
     def _tty(self, text: str) -> None:
-        write_all(self.envr.stdout_fd, text.encode())
+        if self.pump is None or not self.pump.say(text):  # in order with the agent's output
+            write_all(self.envr.stdout_fd, text.encode())
 
     def _prompt_input(self, text: str) -> None:
         answer = self.prompt.feed(text)

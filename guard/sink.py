@@ -21,7 +21,7 @@ class Sink:
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
         try:
             os.write(self.write_fd, b"!")
         except BlockingIOError:
@@ -30,22 +30,22 @@ class Sink:
     def emit(self, event: UsageEvent) -> None:
         with self._lock:
             self.events.append(event)
-        self._wake()
+        self.wake()
 
     def notice(self, key: str, message: str) -> None:
         with self._lock:
             self.notices.append((key, message))
-        self._wake()
+        self.wake()
 
     def halt(self, ceiling: str, message: str) -> None:
         with self._lock:
             self.halts.append((ceiling, message))
-        self._wake()
+        self.wake()
 
     def set_accuracy(self, accuracy: str) -> None:
         with self._lock:
             self.accuracy = accuracy
-        self._wake()
+        self.wake()
 
     def take(self) -> tuple[list[UsageEvent], list[tuple[str, str]], list[tuple[str, str]], str | None]:
         try:

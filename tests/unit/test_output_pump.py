@@ -1,0 +1,48 @@
+"""The output pump against a real PTY and a real child."""
+import os
+import subprocess
+import sys
+
+from guard.supervisor.pump import OutputPump
+from tests.helpers import wait_until
+
+
+def test_pump_copies_everything_taps_it_and_keeps_guards_words_in_order(tmp_path):
+    master, slave = os.openpty()
+    os.set_blocking(master, False)
+    out_r, out_w = os.pipe()
+    tapped: list[bytes] = []
+    ended: list[bool] = []
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdout.write('x' * 300000 + 'END'); sys.stdout.flush(); input()"],
+                             stdout=slave, stderr=slave, stdin=slave)
+    os.close(slave)
+    pump = OutputPump(master, out_w, tapped.append, on_eof=lambda: ended.append(True))
+    pump.start()
+    got = bytearray()
+    os.set_blocking(out_r, False)
+
+    def drained() -> bool:
+        try:
+            got.extend(os.read(out_r, 1 << 16))
+        except BlockingIOError:
+            pass
+        return got.endswith(b"END")
+
+    wait_until(drained, timeout=20, message="all output")
+    assert pump.say("guard: paused\r\n")
+    os.write(master, b"\n")  # lets the child end
+    child.wait()
+    pump.finish()
+    wait_until(lambda: ended, message="the end of output")
+    while True:
+        try:
+            chunk = os.read(out_r, 1 << 16)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        got.extend(chunk)
+    assert bytes(got).startswith(b"x" * 1000)
+    assert b"ENDguard: paused\r\n" in bytes(got)  # the child's echo of the newline may follow
+    assert b"".join(tapped).count(b"x") == 300000
+    assert not pump.say("too late")
