@@ -131,7 +131,6 @@ class Run:
         self._pending_releases: list[tuple[float, int, str | None]] = []
         self.prompt = PausePrompt(self._tty)
         self._signals: list[int] = []
-        self._step_seen = 0
         self._last_poll = 0.0
         self._halted_at = 0.0
         self._last_control = 0.0
@@ -266,7 +265,7 @@ class Run:
         launch = self.adapter.prepare(ctx)
         self.pricer.warm()
         self.ledger.create_run(self._record(status="running"))
-        self._write_state(force=True)
+        self._write_state()
         try:
             return self._supervise(launch.argv, launch.env)
         except BaseException:
@@ -377,7 +376,6 @@ class Run:
             self.pump.start()
         stdin_open = self.interactive
         while True:
-            now = time.monotonic()
             rfds = [self.sink.read_fd, self._sig_r]
             if stdin_open:
                 rfds.append(self.envr.stdin_fd)
@@ -389,7 +387,7 @@ class Run:
                 self._handle_signals()
             if stdin_open and self.envr.stdin_fd in ready:
                 stdin_open = self._copy_in(master)
-            self._tick(now)
+            self._tick()
             if self._child_exited():
                 break
         if self.pump is not None:
@@ -437,7 +435,7 @@ class Run:
             write_all(master, data)
         return True
 
-    def _tick(self, _now: float) -> None:
+    def _tick(self) -> None:
         mono = time.monotonic()
         if mono - self._last_poll >= POLL_INTERVAL:
             self._last_poll = mono
@@ -554,7 +552,7 @@ class Run:
         self.ledger.update_run(self.run_id, status="paused" if action == "pause" else "halted", halt=halt)
         if self.settings.task and halt.ceiling in TASK_CEILINGS:
             self.ledger.mark_task_halted(self.task, halt.ceiling, self.run_id)
-        self._write_state(force=True)
+        self._write_state()
         if action == "pause":
             self._pause()
             return
@@ -676,7 +674,7 @@ class Run:
         self.ledger.update_run(self.run_id, status="running", halt=None, limits=self.task_limits.limits)
         self.halt = None
         self.paused_prompt_done()
-        self._write_state(force=True)
+        self._write_state()
         assert self.tree is not None
         self.tree.resume()
         self._repaint()
@@ -727,7 +725,7 @@ class Run:
         else:
             self.envr.say(message)
 
-    def _write_state(self, force: bool = False) -> None:
+    def _write_state(self) -> None:
         self._state_dirty = False
         self._last_state_write = time.monotonic()
         t = self.meter.totals
@@ -769,7 +767,7 @@ class Run:
         code = int(ExitStatus.HALTED) if self.halted else (self.exit_code or 0)
         self.ledger.update_run(self.run_id, status=status, exit_code=self.exit_code,
                                ended_at=time.time(), skipped_records=self.adapter.skipped_records())
-        self._write_state(force=True)
+        self._write_state()
         self.sink.close()
         for message in self.warned_notices:
             self.envr.say(message)
