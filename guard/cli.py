@@ -47,15 +47,12 @@ class State:
 
 def mark_crashed(ledger: Ledger) -> None:
     """A run whose guard is gone (killed, machine rebooted) is `crashed`, with what it recorded."""
-    import psutil
-
     for run in ledger.list_runs(status=("running", "paused")):
         if run.machine and run.machine != _hostname():
             continue
         if run.guard_pid and _alive_since(run.guard_pid, run.started_at):
             continue
         ledger.update_run(run.id, status="crashed", ended_at=time.time())
-    del psutil
 
 
 def _hostname() -> str:
