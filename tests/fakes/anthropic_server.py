@@ -15,15 +15,15 @@ a runaway Bash loop, a fixed sequence, sub-agent spawns.
 """
 from __future__ import annotations
 
-import itertools
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.base import FakeServer
 
 # --------------------------------------------------------------------------------------------
 # What a script returns
@@ -278,7 +278,11 @@ def _first_user_has(req: Request, marker: str) -> bool:
 # The server
 
 
-class FakeAnthropic:
+class FakeAnthropic(FakeServer):
+    name = "fake-anthropic"
+    requests: list[Request]
+    served: list[Served]
+
     def __init__(
         self,
         script: Script | None = None,
@@ -286,46 +290,15 @@ class FakeAnthropic:
         usage: UsageFn = default_usage,
         on_served: Callable[[Served], None] | None = None,
     ) -> None:
+        super().__init__(on_served)
         self.script: Script = script or text_answer()
         self.usage_fn = usage
-        self.on_served = on_served
-        self.requests: list[Request] = []
-        self.served: list[Served] = []
         self.heads: list[str] = []
-        self.token = secrets.token_hex(3)
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> FakeAnthropic:
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-anthropic", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FakeAnthropic:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def url(self) -> str:
@@ -353,14 +326,7 @@ class FakeAnthropic:
 
     def wait_served(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until `count` responses have been fully delivered."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while sum(1 for s in self.served if s.completed) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self.wait_until(lambda: sum(1 for s in self.served if s.completed) >= count, timeout)
 
     # -- used by the handler ----------------------------------------------------------------
 
@@ -391,14 +357,6 @@ class FakeAnthropic:
             with self._lock:
                 self.served.append(served)
         return req, rep, served
-
-    def _finish(self, served: Served, ok: bool) -> None:
-        with self._cond:
-            served.finished_at = time.time()
-            served.completed = ok
-            self._cond.notify_all()
-        if ok and self.on_served:
-            self.on_served(served)
 
 
 class _Handler(BaseHTTPRequestHandler):

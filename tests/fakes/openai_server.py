@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.fakes.base import FakeServer
 
 # --------------------------------------------------------------------------------------------
 # What a script returns
@@ -255,7 +256,11 @@ def default_aux(req: Request) -> Reply:
 # The server
 
 
-class FakeOpenAI:
+class FakeOpenAI(FakeServer):
+    name = "fake-openai"
+    requests: list[Request]
+    served: list[Served]
+
     def __init__(
         self,
         script: Script | Sequence[Reply | str] | None = None,
@@ -265,6 +270,7 @@ class FakeOpenAI:
         on_served: Callable[[Served], None] | None = None,
     ) -> None:
         """aux=None sends aider's side calls through `script` too."""
+        super().__init__(on_served)
         if script is None:
             script = text_answer()
         elif not callable(script):
@@ -272,46 +278,12 @@ class FakeOpenAI:
         self.script: Script = script
         self.aux = aux
         self.usage_fn = usage
-        self.on_served = on_served
-        self.requests: list[Request] = []
-        self.served: list[Served] = []
         self.gets: list[str] = []
-        self.token = secrets.token_hex(3)
-        self._counter = itertools.count(1)
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> FakeOpenAI:
-        fake = self
-
-        class Handler(_Handler):
-            server_fake = fake
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        # a short poll interval: stop() returns at once (tests start many servers)
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-openai", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self) -> FakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def base_url(self) -> str:
@@ -343,26 +315,12 @@ class FakeOpenAI:
 
     def wait_served(self, count: int, timeout: float = 30.0, main_only: bool = False) -> bool:
         """Wait until `count` responses have been fully delivered."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while sum(1 for s in self.served
-                      if s.completed and (s.kind == "main" or not main_only)) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self.wait_until(lambda: sum(1 for s in self.served if s.completed
+                                           and (s.kind == "main" or not main_only)) >= count, timeout)
 
     def wait_requests(self, count: int, timeout: float = 30.0) -> bool:
         """Wait until `count` completion requests have arrived (answered or not)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while len(self.requests) < count:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(left)
-        return True
+        return self.wait_until(lambda: len(self.requests) >= count, timeout)
 
     # -- used by the handler ----------------------------------------------------------------
 
@@ -394,14 +352,6 @@ class FakeOpenAI:
             with self._lock:
                 self.served.append(served)
         return req, rep, served
-
-    def _finish(self, served: Served, ok: bool) -> None:
-        with self._cond:
-            served.finished_at = time.time()
-            served.completed = ok
-            self._cond.notify_all()
-        if ok and self.on_served:
-            self.on_served(served)
 
 
 class _Handler(BaseHTTPRequestHandler):
