@@ -26,7 +26,7 @@ from tests.fakes.proxy_upstreams import CeilingGate, RecordingSink
 pytestmark = pytest.mark.e2e
 
 PRICER = Pricer()
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 
 
 def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> bool:

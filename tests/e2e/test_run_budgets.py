@@ -60,18 +60,26 @@ def test_soft_threshold_of_a_period_ceiling_is_noticed_once(home):
 
 
 def test_paused_at_developer_ceiling_resumes_with_a_grant(home):
+    import os
+    import signal
     import subprocess
 
     from tests.helpers import guard_cmd, wait_until
 
     env = config(home, "on_limit: pause\nbudgets:\n  developer: {day: 0.2}\n")
     p = subprocess.Popen(guard_cmd("run", "--", "python3", SPENDER, "--lines", "4", "--rate", "10", "--cost", "0.1"),
-                         env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    paused = wait_until(lambda: [r for r in runs_json(home, env) if r["status"] == "paused"], timeout=20,
-                        message="the run to pause at the developer ceiling")[0]
-    assert paused["halt"]["ceiling"] == "developer_usd"
-    assert run_guard(home, "resume", paused["id"], "--raise-usd", "1", env=env).returncode == 0
-    _, err = p.communicate(timeout=30)
+                         env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        paused = wait_until(lambda: [r for r in runs_json(home, env) if r["status"] == "paused"], timeout=20,
+                            message="the run to pause at the developer ceiling")[0]
+        assert paused["halt"]["ceiling"] == "developer_usd"
+        assert run_guard(home, "resume", paused["id"], "--raise-usd", "1", env=env).returncode == 0
+        _, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:  # a failed assertion must not leave a paused run behind
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
     assert p.returncode == 0, err
     assert last_run(home, env)["usage"]["cost_usd"] == pytest.approx(0.4)
     shown = run_guard(home, "budget", "show", "--json", env=env).stdout
