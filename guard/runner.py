@@ -47,6 +47,7 @@ from guard.supervisor.terminal import Terminal, get_size, set_size, write_all
 from guard.supervisor.tree import ProcessTree
 from guard.usage import UsageEvent
 
+SUSPEND_KEY = b"\x1a"      # Ctrl-Z
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
 PERIOD_REFRESH = 5.0       # how often other runs' spend (developer/team ceilings) is re-read
@@ -432,8 +433,28 @@ class Run:
         if self.paused and self.interactive:
             self._prompt_input(data.decode(errors="replace"))
         elif master is not None:
-            write_all(master, data)
+            before, ctrl_z, after = data.partition(SUSPEND_KEY)
+            if before:
+                write_all(master, before)
+            if ctrl_z:
+                self._suspend()
+                if after:
+                    write_all(master, after)
         return True
+
+    def _suspend(self) -> None:
+        """Ctrl-Z: the agent leads a session of its own, where the kernel discards a terminal
+        stop, so guard does what a shell would: freeze the tree, hand the terminal back and stop
+        itself. `fg` continues guard, which takes the terminal again and wakes the agent.
+        SIGTSTP, not SIGSTOP: without a job-control shell above guard the kernel discards it,
+        so guard never stops where nobody could continue it."""
+        assert self.tree is not None and self.terminal is not None
+        self.tree.stop()
+        self.terminal.restore()
+        os.kill(os.getpid(), signal.SIGTSTP)
+        self.terminal.raw()
+        self.tree.resume()
+        self._repaint()
 
     def _tick(self) -> None:
         mono = time.monotonic()

@@ -91,3 +91,32 @@ def test_terminal_restored_after_the_agent_is_killed(home, tmp_path):
     child.expect(pexpect.EOF)
     child.close()
     wait_until(lambda: last_run(home)["exit_code"] == 137, message="exit code of a SIGKILLed agent")
+
+
+def test_ctrl_z_suspends_guard_and_the_agent_and_fg_resumes_both(home, tag):
+    import psutil
+
+    shell = pexpect.spawn("bash", ["--norc", "--noprofile", "-i"], env={**guard_env(home), "PS1": "SHELL$ "},
+                          cwd=str(home), encoding="utf-8", timeout=20, dimensions=(30, 100))
+    try:
+        shell.expect_exact("SHELL$ ")
+        shell.sendline(f"{sys.executable} -m guard run -- python3 {TTY_AGENT} {tag}")
+        shell.expect("tty=True")
+        shell.sendcontrol("z")
+        shell.expect("Stopped")
+        shell.expect_exact("SHELL$ ")
+        agents = wait_until(lambda: pids_alive(tag), message="the agent's pid")
+        assert all(psutil.Process(pid).status() == psutil.STATUS_STOPPED for pid in agents)
+        shell.sendline("fg")
+        wait_until(lambda: all(psutil.Process(pid).status() != psutil.STATUS_STOPPED for pid in agents),
+                   message="the agent to run again")
+        shell.sendline("after fg")
+        shell.expect("echo after fg")
+        shell.sendline("quit")
+        shell.expect("bye")
+        shell.expect_exact("SHELL$ ")
+        shell.sendline("echo status=$?")
+        shell.expect("status=0")
+    finally:
+        shell.sendline("exit")
+        shell.close(force=True)
