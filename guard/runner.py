@@ -393,7 +393,11 @@ class Run:
                 break
         if self.pump is not None:
             self.pump.finish()
-        self.adapter.close()
+        try:
+            self.adapter.close()
+        except Exception as e:  # noqa: BLE001 - the agent is gone; say what may be missing
+            self.sink.notice("adapter-close", f"the {self.tool} adapter failed reading the last records "
+                                              f"({type(e).__name__}: {e}); this run's usage may be incomplete")
         self._process_sink()
         self._halt_if_crossed_at_exit()
         self._sweep_leftovers()
@@ -460,7 +464,7 @@ class Run:
         mono = time.monotonic()
         if mono - self._last_poll >= POLL_INTERVAL:
             self._last_poll = mono
-            self.adapter.poll()
+            self._poll_adapter()
         if mono - self._last_control >= CONTROL_INTERVAL:
             self._last_control = mono
             self._apply_controls()
@@ -472,6 +476,18 @@ class Run:
             self._advance_stopper()
         if self._state_dirty and mono - self._last_state_write >= 0.05:
             self._write_state()
+
+    def _poll_adapter(self) -> None:
+        """Fail closed: an adapter that can no longer read the cost signal halts the run the
+        configured way (a pause lets the developer decide), it never means "unlimited"."""
+        try:
+            self.adapter.poll()
+        except Exception as e:  # noqa: BLE001 - any failure blinds the meter
+            if self.halt is None and not self.halted:
+                step = self.meter.totals.steps + self.task_limits.prior.steps
+                self._halt(Halt("adapter_error", 0, 0, self.policy.on_limit,
+                                f"halted at step {step}: the {self.tool} adapter failed "
+                                f"({type(e).__name__}: {e}); spend can no longer be metered"))
 
     def _child_exited(self) -> bool:
         assert self.child is not None

@@ -69,6 +69,7 @@ class JsonlFollower:
         self._observer: Any = None
         self._use_inotify = use_inotify
         self.watch_mode = "none"
+        self.failure: Exception | None = None
         if not from_start:
             for path in self._matching():
                 try:
@@ -99,7 +100,7 @@ class JsonlFollower:
         class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
                 if type(event) in changes:
-                    follower.poll()
+                    follower._poll_from_watcher()
 
         self.root.mkdir(parents=True, exist_ok=True)
         observer: Any = None
@@ -151,10 +152,20 @@ class JsonlFollower:
         return [p for p in self.root.iterdir() if fnmatch.fnmatch(p.name, self.pattern) and p.is_file()]
 
     def poll(self) -> None:
-        """Read whatever is new in every matching file. Safe to call from any thread."""
+        """Read whatever is new in every matching file. Safe to call from any thread. A failure
+        of the watcher thread (a parser bug, say) is raised here, in the caller's thread: the
+        run loop must learn that the cost signal went blind, not go on as if nothing was spent."""
+        if self.failure is not None:
+            raise self.failure
         with self._lock:
             for path in self._matching():
                 self._read(path)
+
+    def _poll_from_watcher(self) -> None:
+        try:
+            self.poll()
+        except Exception as e:  # noqa: BLE001 - kept for the run loop's next poll()
+            self.failure = self.failure or e
 
     def _skip(self, path: Path, reason: str) -> None:
         setattr(self.skipped, reason, getattr(self.skipped, reason) + 1)

@@ -6,6 +6,7 @@ Adapters for OpenAI-style sources must subtract cached tokens before building an
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -113,8 +114,8 @@ def from_anthropic_usage(
     """Build an event from an Anthropic-shaped `usage` object (transcripts, proxy, usage file)."""
     def num(name: str, src: dict[str, object] = usage) -> int:
         v = src.get(name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            return 0
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            return 0  # 1e400 parses as inf: a broken count is no count, not a crash
         return max(0, int(v))
 
     cache_creation = usage.get("cache_creation")

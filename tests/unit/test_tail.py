@@ -117,3 +117,24 @@ def test_last_line_without_newline_counts_at_stop(tmp_path):
     assert got == []
     f.stop()
     assert got == [{"n": 1}]
+
+
+def test_a_failing_callback_in_the_watcher_resurfaces_in_poll(tmp_path):
+    """A parser bug in the watcher thread must reach the run loop, not vanish in a log."""
+    from tests.helpers import wait_until
+
+    def broken(path, obj):
+        raise ValueError("parser bug")
+
+    path = tmp_path / "u.jsonl"
+    path.touch()
+    f = JsonlFollower(tmp_path, "*.jsonl", broken)
+    f.start()
+    try:
+        with open(path, "a") as fh:
+            fh.write('{"n": 1}\n')
+        wait_until(lambda: f.failure is not None, timeout=5, message="the watcher to fail")
+        with pytest.raises(ValueError, match="parser bug"):
+            f.poll()
+    finally:
+        f._observer.stop()

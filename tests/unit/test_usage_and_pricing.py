@@ -70,3 +70,8 @@ def test_bad_override_file_names_the_file(tmp_path):
     f.write_text(json.dumps({"my-model": {"input_cost_per_token": "cheap"}}))
     with pytest.raises(ConfigError, match="prices.json: my-model"):
         load_overrides(f)
+
+
+def test_non_finite_counts_are_no_counts():
+    ev = from_anthropic_usage("k", "s", {"input_tokens": float("inf"), "output_tokens": 5})
+    assert ev.input_tokens == 0 and ev.output_tokens == 5
