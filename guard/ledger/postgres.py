@@ -27,7 +27,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -94,8 +93,6 @@ class PostgresLedger(SqlLedger):
                                    else os.environ.get("GUARD_LEDGER_RETRY", "5"))
         self.connect_timeout = connect_timeout
         self._conn: psycopg.Connection[Any] | None = None
-        self._lock = threading.RLock()
-        self._depth = 0
         self._routed_depth = 0
         self._next_try = 0.0
         self._last_error = ""
@@ -177,29 +174,18 @@ class PostgresLedger(SqlLedger):
                 raise LedgerError(f"ledger {safe_url(self.url)}: {_first_line(e)}") from None
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            conn = self._conn
-            if conn is None or conn.closed or conn.broken:
-                raise _Unreachable(self._last_error or "not connected")
-            self._depth = 1
-            try:
-                with conn.transaction():
-                    yield
-            except psycopg.Error as e:
-                if conn.broken or conn.closed:
-                    self._last_error = _first_line(e)
-                    raise _Unreachable(self._last_error) from None
-                raise LedgerError(f"ledger {safe_url(self.url)}: {_first_line(e)}") from None
-            finally:
-                self._depth = 0
+    def _outermost_transaction(self) -> Iterator[None]:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            raise _Unreachable(self._last_error or "not connected")
+        try:
+            with conn.transaction():
+                yield
+        except psycopg.Error as e:
+            if conn.broken or conn.closed:
+                self._last_error = _first_line(e)
+                raise _Unreachable(self._last_error) from None
+            raise LedgerError(f"ledger {safe_url(self.url)}: {_first_line(e)}") from None
 
     def migrate(self) -> None:
         with self.transaction():

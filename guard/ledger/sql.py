@@ -7,7 +7,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from guard.errors import UnknownRun
@@ -36,6 +36,7 @@ class SqlLedger(ABC):
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
+        self._depth = 0  # nesting of transaction(): only the outermost one begins and commits
 
     # -- dialect seam -----------------------------------------------------------------------
 
@@ -43,10 +44,27 @@ class SqlLedger(ABC):
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement in the current transaction (or autocommit) and return its rows."""
 
-    @abstractmethod
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """A write transaction; nested use joins the outer one."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with self._outermost_transaction():
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+
+    @abstractmethod
+    def _outermost_transaction(self) -> AbstractContextManager[None]:
+        """Begin, then commit on success or roll back on any exception."""
 
     @abstractmethod
     def close(self) -> None: ...

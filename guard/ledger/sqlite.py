@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,40 +28,28 @@ class SqliteLedger(SqlLedger):
             self._conn.execute("PRAGMA busy_timeout=30000")
         except (OSError, sqlite3.Error) as e:
             raise LedgerError(f"ledger {path}: {e}") from None
-        self._depth = 0
-        self._tx_lock = threading.RLock()
         self.migrate()
 
     def describe(self) -> str:
         return f"sqlite:{self.path}"
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        with self._tx_lock:
+        with self._lock:
             try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
             except sqlite3.Error as e:
                 raise LedgerError(f"ledger {self.path}: {e}") from None
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._tx_lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._execute("BEGIN IMMEDIATE")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._depth = 0
-                self._conn.execute("ROLLBACK")
-                raise
-            self._depth = 0
-            self._execute("COMMIT")
+    def _outermost_transaction(self) -> Iterator[None]:
+        # BEGIN IMMEDIATE: writers queue on the lock up front instead of failing on the upgrade
+        self._execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._execute("COMMIT")
 
     def close(self) -> None:
         self._conn.close()
