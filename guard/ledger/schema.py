@@ -143,4 +143,5 @@ def statements(dialect: str, version: int) -> list[str]:
     raise KeyError(version)
 
 
-LATEST = MIGRATIONS[-1][0]
+VERSIONS = sorted(v for v, _ in MIGRATIONS)
+LATEST = VERSIONS[-1]

@@ -12,7 +12,7 @@ from typing import Any
 
 from guard.errors import UnknownRun
 from guard.ledger.records import Approval, Control, Halt, RunRecord
-from guard.ledger.schema import LATEST, statements
+from guard.ledger.schema import VERSIONS, statements
 from guard.usage import Totals, UsageEvent
 
 _RUN_COLUMNS = (
@@ -77,9 +77,12 @@ class SqlLedger(ABC):
     def migrate(self) -> None:
         with self.transaction():
             self._execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            rows = self._execute("SELECT MAX(version) FROM schema_version")
-            current = rows[0][0] or 0
-            for version in range(current + 1, LATEST + 1):
+            # each migration applied once by number, not by "everything above the highest": a
+            # ledger that already has a later one still gets an earlier one it lacks
+            applied = {int(r[0]) for r in self._execute("SELECT version FROM schema_version")}
+            for version in VERSIONS:
+                if version in applied:
+                    continue
                 for stmt in statements(self.dialect, version):
                     self._execute(stmt)
                 self._execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
