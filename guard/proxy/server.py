@@ -12,20 +12,29 @@ import base64
 import hmac
 import http.client
 import logging
+import select
 import socket
 import ssl
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
-from guard.proxy.gate import BudgetGate, BudgetRefused
-from guard.proxy.wire import Dechunker, Estimate, SideDecoder, WireUsage, load_json, readable_accept_encoding
+from guard.proxy.gate import BudgetGate
+from guard.proxy.wire import (
+    Dechunker,
+    Estimate,
+    SideDecoder,
+    WireUsage,
+    load_json,
+    readable_accept_encoding,
+    with_output_allowance,
+)
 from guard.usage import UsageEvent
 
 log = logging.getLogger("guard.proxy")
@@ -182,7 +191,6 @@ class ProxyCore:
         self.secret = secret
         self.default_tool = default_tool
         self.pool = _Pool(self.env)
-        self.refusal: str | None = None     # set by RunningProxy.refuse_all (a halt)
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._active = 0
         self._cond = threading.Condition()
@@ -224,11 +232,11 @@ class ProxyCore:
 
     # -- budget -------------------------------------------------------------------------------
 
-    def worst_case_usd(self, est: Estimate) -> float:
-        usd = float(self.pricer.worst_case(est.model, est.input_tokens, est.max_output_tokens))
-        if est.cache_write_factor > 1.0:
-            usd += float(self.pricer.worst_case(est.model, est.input_tokens, 0)) * (est.cache_write_factor - 1.0)
-        return usd
+    def lowered(self, route: Route, max_output: int) -> None:
+        """Each lowered request is told to the run (recorded, shown in `guard show`)."""
+        self.sink.note(f"lowered:{uuid.uuid4().hex[:8]}",
+                         f"a {route.tool} request was sent with its output allowance lowered to "
+                         f"{max_output} tokens, so that its worst case fits the ceilings")
 
     def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
                request_id: str | None, complete: bool) -> None:
@@ -399,8 +407,7 @@ class _Exchange:
         else:
             self.kind = openai_wire.metered_kind(method, route.path)
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
-        reservation: object = None
-        reserved = False
+        handle: object = None
         if self.kind is not None:
             obj = load_json(self.body)
             if self.kind == "messages":
@@ -411,29 +418,35 @@ class _Exchange:
                 if rewritten is not None:
                     self.body = rewritten
                     self.strip_usage = True
-            if self.core.refusal is not None:
-                self._refuse(self.core.refusal)
+            verdict = self.core.gate.admit(self.estimate, self.route.tool, self.body, self._client_gone)
+            if verdict.dropped:
+                h.close_connection = True
                 return
-            try:
-                usd = self.core.worst_case_usd(self.estimate)
-                reservation = self.core.gate.reserve(usd, self.estimate.tokens)
-                reserved = True
-            except BudgetRefused as e:
-                self._refuse(str(e))
+            if not verdict.forward:
+                self._refuse(verdict.message)
                 return
-            except Exception as e:  # fail closed: an unpriceable request is not sent
-                if type(e).__name__ == "BudgetRefused":   # a gate with its own refusal class
-                    self._refuse(str(e))
-                    return
-                log.warning("guard proxy: cannot reserve a request: %s", type(e).__name__)
-                self._refuse(f"cannot check the budget for this request ({type(e).__name__}: {e})")
-                return
+            handle = verdict.handle
+            if verdict.max_output is not None:
+                # the whole worst case did not fit: the same request with a smaller output allowance does
+                self.body = with_output_allowance(obj, self.kind, verdict.max_output, verdict.thinking_budget)
+                self.estimate = replace(self.estimate, max_output_tokens=verdict.max_output)
+                self.core.lowered(self.route, verdict.max_output)
             headers = self._readable_encoding(headers)
         try:
             self._forward(method, headers)
         finally:
-            if reserved:
-                self.core.gate.release(reservation)
+            if handle is not None:
+                self.core.gate.settle(handle)
+
+    def _client_gone(self) -> bool:
+        """A held request's client may give up (its own timeouts run on while the agent is frozen):
+        a readable socket with nothing to read is a hang-up."""
+        sock = self.h.connection
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+            return bool(ready) and sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _readable_encoding(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         out = []
@@ -666,10 +679,6 @@ class RunningProxy:
             out += ["--set-env", f"{k}={env[k]}"]
         return out
 
-    def refuse_all(self, reason: str) -> None:
-        """From now on every metered request is refused with `reason` (a halt)."""
-        self._core.refusal = reason
-
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, give in-flight requests `timeout` seconds to end and emit their usage,
         then cut the rest (each still emits what it saw)."""
@@ -715,4 +724,4 @@ def _warm_pricer(pricer: Any) -> None:
         pass
 
 
-__all__ = ["BudgetRefused", "RunningProxy", "start_proxy"]
+__all__ = ["RunningProxy", "start_proxy"]
