@@ -82,6 +82,8 @@ def _blocked_words(c: Ceiling) -> str:
 
 def _needs_words(c: Ceiling, cost: RequestCost, floor: int, in_flight_usd: float) -> str:
     """'$0.50 task ceiling: $0.47 spent, the next request needs at least $0.05'"""
+    if c.used - in_flight_usd >= c.limit - EPSILON:
+        return c.headline()
     if c.kind == "usd":
         need = format_amount("usd", cost.input_usd + floor * cost.usd_per_output)
         spent = c.used - in_flight_usd
