@@ -1,9 +1,10 @@
 """Settings resolved once into the typed plan of a run, with the team policy applied.
 
 A policy maximum clamps config and flags (`--max-usd 5` under a policy's `max_usd: 1` runs at $1
-and says so); for keys that are not numbers the stricter value wins. Going above the policy takes
-a recorded grant (`guard budget grant --task NAME --usd N --reason ...`). Pure: the policy file
-and the grants are read by the caller."""
+and says so); for keys that are not numbers the stricter value wins (the rules are
+guard.policy's, the same `guard policy show` explains). Going above the policy takes a recorded
+grant (`guard budget grant --task NAME --usd N --reason ...`). Pure: the policy file and the
+grants are read by the caller."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,26 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from guard.config import Settings
-from guard.errors import ConfigError
 from guard.governor.ceilings import TASK_CEILINGS, format_amount
-from guard.units import parse_count, parse_duration, parse_usd
+from guard.policy import STRICTNESS, effective_policy
+from guard.units import parse_usd
 
 LIMIT_KEYS = {"usd": "max_usd", "tokens": "max_tokens", "steps": "max_steps", "time": "max_time"}
-_PARSERS = {"usd": parse_usd, "tokens": parse_count, "steps": parse_count, "time": parse_duration}
-
-# stricter first: where config and policy disagree, the first of the two in this order wins
-STRICTNESS = {
-    "on_limit": ("kill", "stop", "pause"),
-    "unknown_price": ("refuse", "max"),
-    "offline": ("refuse", "last-known", "allow"),
-}
 
 # `--meter auto`: the metering proxy where a tool's own figures are known to be partial (Claude
 # Code's transcripts miss title calls and cut-off responses; aider estimates and skips commit
 # messages, summaries and retries). Native signals are read in every mode.
 AUTO_PROXY_TOOLS = ("claude", "aider")
-
-DEFAULT_MIN_OUTPUT = 4096
 
 
 @dataclass(frozen=True)
@@ -45,13 +36,12 @@ class RunPlan:
     task: str | None                          # a named task spans runs; None: this run alone
     limits: dict[str, Limit]
     on_limit: str
-    on_limit_source: str
-    soft_threshold: float
-    grace: float
     unknown_price: str
     offline: str
+    soft_threshold: float
+    grace: float
     meter: str                                # proxy | native (auto resolved)
-    min_output_tokens: int
+    min_output_tokens: int                    # the floor below which a request is not sent
     budgets_enabled: bool
     notices: tuple[str, ...] = ()             # one line per clamp
     sources: dict[str, str] = field(default_factory=dict)
@@ -70,62 +60,41 @@ def meter_mode(setting: str, tool: str) -> str:
 
 
 def build_plan(settings: Settings, tool: str, interactive: bool,
-               policy: tuple[Mapping[str, Any], str] | None = None,
-               granted_usd: float = 0.0) -> RunPlan:
-    team, label = policy if policy is not None else ({}, "")
-    notices: list[str] = []
-    limits: dict[str, Limit] = {}
-    for kind in TASK_CEILINGS:
-        key = LIMIT_KEYS[kind]
-        mine = settings.get(key)
-        source = settings.source(key)
-        cap = _policy_max(team, key, kind, label)
-        if cap is not None and kind == "usd" and granted_usd:
-            cap, label_k = cap + granted_usd, f"{label} + granted ${granted_usd:,.2f}"
-        else:
-            label_k = label
-        if cap is None:
-            if mine is not None:
-                limits[kind] = Limit(float(mine), source)
-        elif mine is None or float(mine) <= cap:
-            limits[kind] = Limit(float(mine), source) if mine is not None else Limit(cap, label_k)
-        else:
-            limits[kind] = Limit(cap, label_k)
-            notices.append(f"{source.split(': ')[0]} {key} {format_amount(kind, float(mine))} is above the "
-                           f"{label_k} maximum: using {format_amount(kind, cap)}")
-    on_limit, on_limit_source = _stricter(settings, team, label, "on_limit",
-                                          "pause" if interactive else "stop", notices)
-    unknown, _ = _stricter(settings, team, label, "unknown_price", "max", notices)
-    offline, _ = _stricter(settings, team, label, "offline", "last-known", notices)
-    floor = settings.get("min_output_tokens") if "min_output_tokens" in settings.values else DEFAULT_MIN_OUTPUT
+               policy: tuple[Mapping[str, Any], str] | None = None, granted_usd: float = 0.0) -> RunPlan:
+    team, label = policy if policy is not None else ({}, "policy")
+    team = dict(team)
+    if granted_usd and team.get("max_usd") is not None:
+        team["max_usd"] = parse_usd(team["max_usd"], f"{label}: max_usd") + granted_usd
+        label = f"{label} + granted ${granted_usd:,.2f}"
+    defaults = {"on_limit": "pause" if interactive else "stop"}
+    flags: dict[str, tuple[Any, str]] = {}
+    for key in (*LIMIT_KEYS.values(), *STRICTNESS):
+        value = settings.get(key)
+        if value is not None:
+            flags[key] = (value, settings.source(key))
+        elif key in defaults:
+            flags[key] = (defaults[key], "default")
+    eff = effective_policy(team, {}, policy_source=label, flags=flags)
+    notices = []
+    for key, (asked, source) in flags.items():
+        e = eff.entries[key]
+        if e.source == label and source != "default":
+            shown = format_amount(_kind(key), float(asked)) if key in LIMIT_KEYS.values() else asked
+            got = format_amount(_kind(key), float(e.value)) if key in LIMIT_KEYS.values() else e.value
+            notices.append(f"{source.split(': ')[0]}: {key} {shown} is beyond the {label}: using {got}")
+    limits = {kind: Limit(float(eff.get(key)), eff.entries[key].source)
+              for kind, key in LIMIT_KEYS.items() if eff.get(key) is not None}
     return RunPlan(
-        tool=tool, task=settings.task, limits=limits, on_limit=on_limit, on_limit_source=on_limit_source,
-        soft_threshold=float(settings.soft_threshold), grace=float(settings.grace), unknown_price=unknown,
-        offline=offline, meter=meter_mode(settings.meter, tool), min_output_tokens=int(floor),
+        tool=tool, task=settings.task, limits=limits, on_limit=str(eff.get("on_limit")),
+        unknown_price=str(eff.get("unknown_price")), offline=str(eff.get("offline")),
+        soft_threshold=float(settings.soft_threshold), grace=float(settings.grace),
+        meter=meter_mode(settings.meter, tool), min_output_tokens=int(settings.min_output_tokens),
         budgets_enabled=bool(settings.budgets or settings.policy or settings.lines),
         notices=tuple(notices), sources={k: settings.source(k) for k in settings.values})
 
 
-def _policy_max(team: Mapping[str, Any], key: str, kind: str, label: str) -> float | None:
-    raw = team.get(key, team.get(key.replace("_", "-")))
-    if raw is None:
-        return None
-    return float(_PARSERS[kind](raw, f"{label}: {key}"))
+def _kind(key: str) -> str:
+    return next(k for k, v in LIMIT_KEYS.items() if v == key)
 
 
-def _stricter(settings: Settings, team: Mapping[str, Any], label: str, key: str, default: str,
-              notices: list[str]) -> tuple[str, str]:
-    mine = settings.get(key)
-    source = settings.source(key) if mine is not None else "default"
-    mine = mine if mine is not None else default
-    theirs = team.get(key, team.get(key.replace("_", "-")))
-    if theirs is None:
-        return str(mine), source
-    order = STRICTNESS[key]
-    if theirs not in order:
-        raise ConfigError(f"{label}: {key}: {theirs!r} is not one of {', '.join(order)}")
-    if order.index(theirs) < order.index(mine):
-        if source != "default":
-            notices.append(f"{source.split(': ')[0]} {key} {mine} is looser than the {label}'s {theirs}: using {theirs}")
-        return str(theirs), label
-    return str(mine), source
+assert set(LIMIT_KEYS) == set(TASK_CEILINGS)

@@ -34,6 +34,8 @@ Decision table (one replay test per row: tests/unit/test_decide.py):
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from guard.governor.admission import fit
 from guard.governor.ceilings import TASK_CEILINGS, Ceiling
 from guard.governor.events import (
@@ -41,8 +43,10 @@ from guard.governor.events import (
     AdapterFailed,
     AdapterHalt,
     Admit,
+    Approve,
     Answer,
     AskUser,
+    Budget,
     Budgets,
     ClientGone,
     Event,
@@ -66,7 +70,6 @@ from guard.governor.events import (
     Thaw,
     Tick,
     WindDown,
-    Approve,
 )
 from guard.governor.state import Reservation, RunState, StopPlan
 from guard.ledger.records import Halt
@@ -275,15 +278,13 @@ def _settled(s: RunState, ev: Settled, now: float, out: list[Action]) -> None:
 
 def _shared_refused(s: RunState, ev: SharedRefused, now: float, out: list[Action]) -> None:
     held = s.reserved.pop(ev.request_id, None)
-    if s.halted:
+    if s.halted or held is None or held.cost is None or not s.budgets:
         out.append(Refuse(ev.request_id, s.halt.message if s.halt else ev.message))
         return
-    name = s.budgets[0].name if s.budgets else "developer_usd"
-    c = next((c for c in s.ceilings(now) if c.name == name), None)
-    halt = Halt(name, c.limit if c else 0, round(c.used, 6) if c else 0, s.on_limit,
-                f"halted at step {_step(s)}: {ev.message}")
+    c = next(c for c in s.ceilings(now) if c.name == s.budgets[0].name)
+    halt = _halt_for(s, c, ev.message)
     if s.on_limit == "pause":
-        s.held[ev.request_id] = held.cost if held is not None else None
+        s.held[ev.request_id] = held.cost
         out.append(Hold(ev.request_id))
     else:
         out.append(Refuse(ev.request_id, halt.message))
@@ -333,20 +334,16 @@ def _answer(s: RunState, ev: Answer, now: float, out: list[Action]) -> None:
     out += [Resumed(dict(s.limits)), Thaw()]
     held, s.held = s.held, {}
     for rid, cost in held.items():
-        if isinstance(cost, RequestCost) and s.halt is None:
+        if s.halt is None:
             _try_forward(s, rid, cost, now, out)
-        elif s.halt is not None:
+        else:   # the first one paused the run again: the rest wait with it
             s.held[rid] = cost
             out.append(Hold(rid))
-        else:
-            out.append(Refuse(rid, "the request was held across a pause and cannot be re-checked; resend it"))
     _evaluate(s, now, out)   # a raise too small pauses again at once
 
 
-def _raised(b: object, amount: float) -> object:
-    from dataclasses import replace
-
-    return replace(b, limit=b.limit + amount)  # type: ignore[attr-defined]
+def _raised(b: Budget, amount: float) -> Budget:
+    return replace(b, limit=b.limit + amount)
 
 
 def _stop_paused(s: RunState, now: float, out: list[Action]) -> None:

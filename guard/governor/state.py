@@ -63,7 +63,7 @@ class RunState:
     lifted: set[str] = field(default_factory=set)
     warned: set[str] = field(default_factory=set)
     reserved: dict[str, Reservation] = field(default_factory=dict)
-    held: dict[str, RequestCost | None] = field(default_factory=dict)   # request id -> what it asked
+    held: dict[str, RequestCost] = field(default_factory=dict)   # request id -> what it asked
     estimated: bool = False
     priced_unknown: set[str] = field(default_factory=set)
 

@@ -74,6 +74,10 @@ class Supervisor:
         self.proxy: Any = None
         self.exit_code: int | None = None
         self._due = {"poll": 0.0, "control": 0.0, "budgets": time.monotonic()}
+        # loading prices takes a few hundred ms: overlap it with the start, but have it done before
+        # the agent's first call needs pricing (a late first decision lets a fast agent run on)
+        self._warm = threading.Thread(target=pricer.warm, name="guard-prices", daemon=True)
+        self._warm.start()
 
     # -- the core, from any thread ------------------------------------------------------------
 
@@ -129,7 +133,6 @@ class Supervisor:
         if ctx.meter == "proxy":
             self._start_proxy(ctx)
         launch = self.adapter.prepare(ctx)
-        threading.Thread(target=self.pricer.warm, name="guard-prices", daemon=True).start()
         self.ledger.create_run(self._record(status="running"))
         self._write_state()
         try:
@@ -170,6 +173,7 @@ class Supervisor:
                 size = None
         with SignalPipe((signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, *PASSED_ON)) as sigs:
             self.adapter.start(self.sink)   # watchers first: the agent's first lines are not missed
+            self._warm.join()
             try:
                 self.child = spawn(argv, env, str(self.envr.cwd), self.envr.interactive, size)
                 self.sentinel = start_sentinel(self.child.pid, self.run_id)
