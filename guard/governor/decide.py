@@ -152,8 +152,9 @@ def _halt_for(s: RunState, c: Ceiling, words: str, action: str | None = None) ->
     return Halt(c.name, c.limit, round(c.used, 6), action or s.on_limit, f"halted at step {_step(s)}: {words}")
 
 
-def _halt(s: RunState, now: float, out: list[Action], halt: Halt) -> None:
-    """Record first, then act."""
+def _halt(s: RunState, now: float, out: list[Action], halt: Halt, refused: bool = False) -> None:
+    """Record first, then act. `refused`: the agent was just told no, in words it treats as
+    final, so it gets the refusal grace to end by itself (and print its own result)."""
     s.halt = halt
     task_halt = s.named_task and halt.ceiling in TASK_CEILINGS
     if halt.action == "pause":
@@ -161,7 +162,8 @@ def _halt(s: RunState, now: float, out: list[Action], halt: Halt) -> None:
         out += [RecordHalt(halt, "paused", task_halt), Freeze(), AskUser(halt.message, _raise_kind(halt))]
         return
     out.append(RecordHalt(halt, "halted", task_halt))
-    _begin_stop(s, now, out, halt.message, kill=halt.action == "kill", wait=True)
+    _begin_stop(s, now, out, halt.message, kill=halt.action == "kill", wait=True,
+                grace=max(s.graceful, s.refusal_grace if refused else 0.0))
 
 
 def _raise_kind(halt: Halt) -> str | None:
@@ -170,7 +172,8 @@ def _raise_kind(halt: Halt) -> str | None:
     return "usd" if halt.ceiling.endswith("_usd") else None
 
 
-def _begin_stop(s: RunState, now: float, out: list[Action], message: str, *, kill: bool, wait: bool) -> None:
+def _begin_stop(s: RunState, now: float, out: list[Action], message: str, *, kill: bool, wait: bool,
+                grace: float | None = None) -> None:
     """The run ends here: nothing more leaves the proxy, the tool is told why, then signals.
     `wait`: give an agent that can wind down by itself its grace first (not when a person
     asked for the stop: they want it now)."""
@@ -185,7 +188,8 @@ def _begin_stop(s: RunState, now: float, out: list[Action], message: str, *, kil
     if kill:
         steps: list[tuple[int | None, float]] = [(s.kill_signal, 0.5)]
     else:
-        steps = ([(None, s.graceful)] if wait and s.graceful > 0 else []) + [(sig, g) for sig, g in s.signals]
+        grace = s.graceful if grace is None else grace
+        steps = ([(None, grace)] if wait and grace > 0 else []) + [(sig, g) for sig, g in s.signals]
     s.stop = StopPlan(steps, now, now)
     _advance(s, now, out)
 
@@ -262,7 +266,7 @@ def _try_forward(s: RunState, rid: str, cost: RequestCost, now: float, out: list
             out.append(Hold(rid))
         else:
             out.append(Refuse(rid, halt.message))
-        _halt(s, now, out, halt)
+        _halt(s, now, out, halt, refused=True)
         return
     n = f.max_output if f.max_output is not None else cost.max_output
     s.reserved[rid] = Reservation(cost.input_usd + n * cost.usd_per_output, cost.input_tokens + n,

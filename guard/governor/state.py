@@ -53,6 +53,7 @@ class RunState:
     budgets: tuple[Budget, ...] = ()
     # the stop sequence: a wait for the agent to end by itself (hooks, a refusing proxy) then signals
     graceful: float = 0.0
+    refusal_grace: float = 0.0                # after a refusal the tool treats as final: it ends by itself
     signals: tuple[tuple[int, float], ...] = ()
     kill_signal: int = 9
     # what happened so far

@@ -4,6 +4,7 @@ as the pause lasts for a held request, unless its client hangs up first."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,12 +19,16 @@ from guard.governor.events import (
     Hold,
     Refuse,
     RequestCost,
+    Settled,
     SharedRefused,
 )
 from guard.proxy.gate import Verdict
 from guard.proxy.wire import Estimate
 
 HELD_POLL = 0.2      # how often a held request looks whether its client is still there
+# A frozen client cannot hang up; its timers that ran out during the pause fire once it is thawed.
+# A held request waits this long after being released, and is dropped if its client left.
+THAW_SETTLE = 0.25
 
 # aider's calls that are not steps: commit messages and history summaries (its weak model), and
 # cache keep-alive pings (max_tokens 1)
@@ -91,6 +96,11 @@ class RequestDesk:
                 if isinstance(action, Refuse):
                     return Verdict(False, action.message)
                 assert isinstance(action, Forward)
+                if slot.held:
+                    time.sleep(THAW_SETTLE)
+                    if client_gone():
+                        self._apply(Settled(rid))
+                        return Verdict(False, "the client went away while its request was held", dropped=True)
                 shared = None
                 if action.shared_usd > 0:
                     try:

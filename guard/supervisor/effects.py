@@ -15,6 +15,7 @@ from guard.adapters.base import Adapter
 from guard.governor.ceilings import Ceiling
 from guard.governor.events import (
     Action,
+    Answer,
     Approve,
     AskUser,
     Freeze,
@@ -126,6 +127,16 @@ class Effects:
 
     # -- words ----------------------------------------------------------------------------------
 
+    def prompt_answer(self, text: str) -> Answer | None:
+        """Keys typed at the pause prompt, once they make an answer."""
+        assert self.prompt is not None
+        answer = self.prompt.feed(text)
+        if answer is None:
+            return None
+        kind = self.prompt_kind
+        raises = {kind: answer.amount} if answer.choice == "raise" and kind and answer.amount else {}
+        return Answer(answer.choice, "prompt", raises)
+
     def who_by(self, by: str) -> str:
         return f"{self.who} ({by})"
 
@@ -139,6 +150,16 @@ class Effects:
             self.tty(f"\x1b]2;guard: {message}\x07")
         else:
             self.show_line(message)
+
+    def farewell(self, halt: Any, totals: Any, skipped: int) -> None:
+        """After the run, on stderr: what went to the window title, and why guard halted."""
+        for message in self.shown:
+            self.show_line(message)
+        if halt is not None:
+            self.show_line(f"{halt.message} (run {self.run_id}: ${totals.cost_usd:.2f}, {totals.tokens} tokens, "
+                           f"{totals.steps} steps)")
+        if skipped:
+            self.show_line(f"skipped {skipped} unreadable usage record(s)")
 
     def write_state(self, totals: dict[str, Any], ceilings: list[Ceiling], halt: Any, paused: bool) -> None:
         """What hooks and the status line read: the hooks refuse every tool call once halted."""

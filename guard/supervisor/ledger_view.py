@@ -7,12 +7,16 @@ from typing import Any
 
 from guard import budgets
 from guard.adapters.base import Adapter
-from guard.governor.events import Budget
+from guard.governor.events import Answer, Budget, Event, StopAsked
 from guard.governor.state import RunState
 from guard.ledger import Ledger
 from guard.ledger.periods import format_reset
 from guard.plan import RunPlan
 from guard.usage import Totals
+
+# Claude Code, Codex and the SDKs end by themselves on the proxy's refusal (402/400, not retried),
+# printing their own result (`claude -p --output-format json`): they get this long before signals.
+REFUSAL_GRACE = 2.0
 
 
 def initial_state(plan: RunPlan, ledger: Ledger, task: str, run_id: str, started_at: float,
@@ -29,7 +33,8 @@ def initial_state(plan: RunPlan, ledger: Ledger, task: str, run_id: str, started
         soft=(plan.soft_threshold,), interactive=interactive, unknown_price=plan.unknown_price,
         min_output=plan.min_output_tokens, named_task=plan.task is not None, prior=prior,
         prior_seconds=prior_seconds, graceful=plan.grace if adapter.has_graceful_stop else 0.0,
-        signals=tuple((int(sig), grace) for sig, grace in adapter.stop_sequence()))
+        signals=tuple((int(sig), grace) for sig, grace in adapter.stop_sequence()),
+        refusal_grace=REFUSAL_GRACE if plan.meter == "proxy" else 0.0)
 
 
 def read(ledger: Ledger, identity: Any, policy: Any, run_id: str, now: float | None = None) -> tuple[Budget, ...]:
@@ -53,4 +58,17 @@ def task_halts(ledger: Ledger, task: str | None) -> dict[str, tuple[str, float]]
         except Exception:  # noqa: BLE001 - a halt whose run is gone still holds the task
             halt = None
         out[ceiling] = (run_id, halt.limit if halt is not None else float("inf"))
+    return out
+
+
+def controls(ledger: Ledger, run_id: str) -> list[Event]:
+    """`guard stop` / `guard resume` from another shell, as events for the core."""
+    out: list[Event] = []
+    for control in ledger.take_controls(run_id):
+        by = control.payload.get("by", "guard resume")
+        if control.action == "stop":
+            out.append(StopAsked(by))
+        elif control.action == "resume":
+            raises = {k: float(v) for k, v in control.payload.get("raise", {}).items()}
+            out.append(Answer("raise" if raises else "continue", by, raises))
     return out

@@ -49,3 +49,13 @@ def dismiss_sentinel(sentinel: Any) -> None:
     except OSError:
         pass
     sentinel.wait()
+
+
+def crashed(tree: ProcessTree | None, record: Callable[[], None]) -> None:
+    """guard itself failed: nothing it started may run on unsupervised."""
+    try:
+        if tree is not None:
+            tree.signal(signal.SIGKILL)
+        record()
+    except Exception:  # noqa: BLE001 - already failing: keep the first error
+        pass

@@ -331,3 +331,10 @@ def test_a_second_failure_after_a_halt_changes_nothing() -> None:
     s, _ = replay(state(), spent(1.0))
     _, out = replay(s, AdapterFailed("x"), AdapterHalt("stuck_loop", "y"), PriceUnknown("m", "b"), Exited(0))
     assert [k for k in kinds(out) if k != "Notify"] == []
+
+
+def test_a_refusal_gives_the_agent_its_grace_to_end_by_itself_before_signals() -> None:
+    s, out = replay(state(limits={"usd": 0.05}, refusal_grace=2.0), Admit("r1", COST))
+    assert kinds(out) == ["Refuse", "RecordHalt", "WindDown"]     # no signal yet
+    _, out = replay(s, Tick(), at=T0 + 3.1)
+    assert out == [Signal(int(signal.SIGINT))]
