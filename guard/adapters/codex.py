@@ -27,6 +27,7 @@ from guard.proxy.openai_wire import response_key
 from guard.tail import JsonlFollower
 from guard.usage import UsageEvent
 
+
 def _num(d: dict[str, Any], k: str) -> int:
     v = d.get(k)
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 else 0

@@ -234,11 +234,11 @@ def resolve(env: Mapping[str, str], argv: Sequence[str] = (), cwd: Path | None =
     entry = providers.get(provider) if isinstance(providers, dict) else None
     if not isinstance(entry, dict):
         raise CodexConfigError(f"{where}: codex model_provider {provider!r} is not defined in model_providers")
-    base = _text(entry.get("base_url"))
-    if not base:
+    entry_url = _text(entry.get("base_url"))
+    if not entry_url:
         raise CodexConfigError(f"{where}: model_providers.{provider} has no base_url")
     key = f"model_providers.{provider}.base_url" if _BARE_KEY.match(provider) else None
-    return CodexRoute(provider, base, model, key)
+    return CodexRoute(provider, entry_url, model, key)
 
 
 def _text(v: Any) -> str | None:
