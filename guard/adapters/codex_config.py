@@ -42,6 +42,7 @@ class CodexArgs:
     local_provider: str | None = None
     cd: str | None = None          # -C/--cd: the project whose .codex/config.toml may apply
     trust: bool = False            # --trust: apply that project's config
+    ignore_user_config: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def layers(env: Mapping[str, str], args: CodexArgs, cwd: Path) -> dict[str, Any]
     """The merged config: user config.toml, the --profile file, a trusted project's
     .codex/config.toml files (the nearest last), then -c overrides."""
     home = codex_home(env)
-    config = load_config(env)
+    config = {} if args.ignore_user_config else load_config(env)
     if args.profile:
         config = merge(config, _load(home / f"{args.profile}.config.toml"))
     workdir = (cwd / args.cd) if args.cd else cwd
@@ -145,7 +146,7 @@ def parse_args(argv: Sequence[str]) -> CodexArgs:
     """Codex's routing options, wherever they sit (top level or after a subcommand)."""
     overrides: list[tuple[str, Any]] = []
     profile = model = local = cd = None
-    oss = trust = False
+    oss = trust = ignore_user = False
     i = 0
     while i < len(argv):
         a = argv[i]
@@ -168,8 +169,10 @@ def parse_args(argv: Sequence[str]) -> CodexArgs:
             oss = True
         elif a == "--trust":
             trust = True
+        elif a == "--ignore-user-config":
+            ignore_user = True
         i += used
-    return CodexArgs(tuple(overrides), profile, model, oss, local, cd, trust)
+    return CodexArgs(tuple(overrides), profile, model, oss, local, cd, trust, ignore_user)
 
 
 def _option(argv: Sequence[str], i: int) -> tuple[str | None, str | None, int]:

@@ -49,6 +49,7 @@ def test_command_line_beats_profile_beats_config(home: Path, tmp_path: Path) -> 
     assert (route.base_url, route.model) == ("https://cli/v1", "cli-model")
     # a profile whose file does not exist adds nothing (Codex carries on with the base config)
     assert resolve(env(home), ["--profile=missing"], tmp_path).base_url == "https://base/v1"
+    assert resolve(env(home), ["exec", "--ignore-user-config"], tmp_path).base_url == OPENAI_API
 
 
 def test_custom_provider_entry(home: Path, tmp_path: Path) -> None:
