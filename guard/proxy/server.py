@@ -262,7 +262,8 @@ class ProxyCore:
             cache_write_tokens=wu.cache_write_tokens,
             cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
             cache_read_tokens=wu.cache_read_tokens,
-            steps=1 if route.tool == "run" else 0,
+            # a step of `guard run` or Codex is a model call (Codex's rollout counts one per response)
+            steps=1 if route.tool in ("run", "codex") else 0,
             estimated=estimated,
             interrupted=not complete,
         )

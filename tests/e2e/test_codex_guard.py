@@ -151,10 +151,10 @@ def test_crossing_response_halts_with_the_slow_tool_still_running(world: World, 
     """The response that crosses the ceiling starts an 8 s tool: Codex writes its usage record
     as the response lands, so guard kills the tree in the middle of the tool, not after it."""
     marker = world.work / "tool-finished"
-    crossing = run(f"sleep 8 && touch {marker}", usage=Usage(input_tokens=200_000, output_tokens=100))
+    crossing = run(f"sleep 8 && touch {marker}", usage=Usage(input_tokens=300_000, output_tokens=100))
     with FakeResponses([crossing, say("done")], ws_status=426) as fake:
         world.configure(f'openai_base_url = "{fake.url}"\n')
-        proc = world.guard("--meter", mode, "--max-usd", "0.10", "--on-limit", "kill")
+        proc = world.guard("--meter", mode, "--max-usd", "0.15", "--on-limit", "kill")
         run_record = last_run(world.guard_home, world.env())
         assert proc.returncode == 124, proc.stderr[-3000:]
         assert run_record["halt"]["ceiling"] == "usd" and run_record["halt"]["action"] == "kill"
@@ -188,7 +188,7 @@ def test_proxy_session_is_exact_and_answers_the_websocket_itself(world: World, p
         assert fake.gets == []
         assert len(fake.completed()) == 3
         assert_ledger_is_the_bill(world, fake, run_record)
-        assert {e.source for e in world.events(run_record["id"])} == {"proxy+codex_rollout"}
+        assert all(set(e.source.split("+")) == {"proxy", "codex_rollout"} for e in world.events(run_record["id"]))
         assert run_record["usage"]["cache_write_tokens"] == 3 * 1_000
 
 

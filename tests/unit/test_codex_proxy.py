@@ -69,6 +69,7 @@ def test_forwards_where_codex_config_points_and_keys_by_response_id(
     assert (ev.input_tokens, ev.cache_read_tokens, ev.cache_write_tokens, ev.output_tokens) == (
         bill["input_tokens"], bill["cache_read_tokens"], bill["cache_write_tokens"], bill["output_tokens"])
     assert ev.cache_write_tokens == 2_000 and not ev.estimated
+    assert ev.steps == 1        # a Codex step is a response, even when Codex is killed before its record
 
 
 def test_codex_arguments_choose_the_upstream(fake: FakeResponses, sink: RecordingSink, tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_responses_usage_with_cache_writes_from_a_stream_and_a_body() -> None:
     assert (odd.input_tokens, odd.cache_read_tokens, odd.cache_write_tokens) == (0, 8, 2)
 
 
-def test_chat_completions_keep_their_request_id_key_and_compaction_is_metered() -> None:
+def test_only_responses_are_keyed_by_response_id_and_compaction_is_metered() -> None:
     assert openai_wire.usage_from_body({"id": "chatcmpl-1", "usage": {"prompt_tokens": 5}}, "chat").key is None
     assert openai_wire.metered_kind("POST", "/v1/responses/compact") == "responses"
     assert openai_wire.metered_kind("GET", "/v1/responses") is None
