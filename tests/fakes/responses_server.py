@@ -288,7 +288,7 @@ def _events(turn: Turn, served: Served) -> list[dict[str, Any]]:
                 "status": status, "model": served.model, "output": [item] if status == "completed" else [],
                 "usage": served.usage.as_responses() if status == "completed" else None}
 
-    events = [
+    events: list[dict[str, Any]] = [
         {"type": "response.created", "response": response("in_progress")},
         {"type": "response.output_item.done", "output_index": 0, "item": item},
         {"type": "response.completed", "response": response("completed")},
