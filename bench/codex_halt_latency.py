@@ -69,7 +69,9 @@ def one_run(tmp: Path, i: int, meter: str, action: str) -> tuple[float, float, i
     crossing = run(f"sleep {TOOL_SECONDS}", usage=Usage(input_tokens=1_000_000, output_tokens=100))
     # 426: a direct (native) Codex falls back from its WebSocket at once, as through the proxy
     with FakeResponses([crossing, say("done")], ws_status=426) as fake:
-        (codex_home / "config.toml").write_text(f'openai_base_url = "{fake.url}"\n')
+        # no writable /tmp: Codex's sandbox would show an empty /tmp/.git to other programs
+        (codex_home / "config.toml").write_text(f'openai_base_url = "{fake.url}"\n[sandbox_workspace_write]\n'
+                                                'exclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n')
         env = guard_env(home, CODEX_HOME=str(codex_home), OPENAI_API_KEY="sk-bench")
         env["PATH"] = f"{Path(CODEX).parent}{os.pathsep}{env['PATH']}"
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])   # this tree's guard

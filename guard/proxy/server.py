@@ -46,7 +46,7 @@ HOP_BY_HOP = frozenset({
 # - aider/litellm: 400 -> BadRequestError, which aider does not retry; 402/403 become APIError,
 #   which aider retries for a minute.
 # - the anthropic/openai SDKs retry only 408/409/429/5xx: 402 is final.
-# - Codex 0.171 retries 402/403/409/422 five times (about 13 s) whatever x-should-retry says;
+# - Codex 0.171 retries a 402 five times (about 13 s), and 403/409/422 too, whatever x-should-retry says;
 #   a 400 ends its turn at once.
 REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 400, "run": 402}
 

@@ -33,6 +33,7 @@ RATES = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
 RESPONSE = Usage(input_tokens=100_000, output_tokens=500, cached_tokens=4_000, cache_write_tokens=1_000,
                  reasoning_tokens=200)
 MODES = ["native", "proxy", "auto"]
+SANDBOX = "[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n"
 TOKEN_KINDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 
 
@@ -46,7 +47,9 @@ class World:
     codex: str
 
     def configure(self, config: str) -> None:
-        (self.codex_home / "config.toml").write_text(config)
+        # Codex's sandbox mounts a read-only `.git` into each writable root, /tmp included, where
+        # it shows as an empty /tmp/.git while a command runs: keep it to the test's directory.
+        (self.codex_home / "config.toml").write_text(config + SANDBOX)
 
     def env(self) -> dict[str, str]:
         env = guard_env(self.guard_home, CODEX_HOME=str(self.codex_home), OPENAI_API_KEY="sk-fake-key")
