@@ -55,7 +55,9 @@ HOP_BY_HOP = frozenset({
 # - aider/litellm: 400 -> BadRequestError, which aider does not retry; 402/403 become APIError,
 #   which aider retries for a minute.
 # - the anthropic/openai SDKs retry only 408/409/429/5xx: 402 is final.
-REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 402, "run": 402}
+# - Codex 0.171 retries a 402 five times (about 13 s), and 403/409/422 too, whatever x-should-retry says;
+#   a 400 ends its turn at once.
+REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 400, "run": 402}
 
 
 @dataclass(frozen=True)
@@ -195,6 +197,9 @@ class ProxyCore:
         self._active = 0
         self._cond = threading.Condition()
 
+    def set_upstream(self, tool: str, provider: str, url: str) -> None:
+        self._upstreams[(tool, provider)] = Upstream.parse(url)
+
     def upstream(self, tool: str, provider: str) -> Upstream:
         key = (tool, provider)
         up = self._upstreams.get(key)
@@ -248,7 +253,9 @@ class ProxyCore:
             return   # an error without usage, or a cut before the first byte: nothing billed we know of
         estimated = wu.partial or not wu.seen
         input_tokens = wu.input_tokens if "input_tokens" in wu.fields else est.input_tokens
-        if request_id:
+        if wu.key:
+            key = wu.key
+        elif request_id:
             key = f"req:{request_id}"
         elif wu.message_id:
             key = f"msg:{wu.message_id}"
@@ -263,7 +270,8 @@ class ProxyCore:
             cache_write_tokens=wu.cache_write_tokens,
             cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
             cache_read_tokens=wu.cache_read_tokens,
-            steps=1 if route.tool == "run" else 0,
+            # a step of `guard run` or Codex is a model call (Codex's rollout counts one per response)
+            steps=1 if route.tool in ("run", "codex") else 0,
             estimated=estimated,
             interrupted=not complete,
         )
@@ -323,6 +331,14 @@ class _Handler(BaseHTTPRequestHandler):
                    "base URL; request refused")
             self._reply(403, _error_body("openai" if "/v1/messages" not in self.path else "anthropic",
                                          "permission_error", msg))
+            return
+        if (self.headers.get("Upgrade") or "").strip().lower() == "websocket":
+            # Codex opens a WebSocket on GET /v1/responses first: a 426 makes it fall back to HTTP
+            # at once (a 404 costs it 7 attempts over about 6 s; a 400 ends its turn).
+            self._discard_body()
+            self.close_connection = True
+            self._reply(426, _error_body(route.provider, "invalid_request_error",
+                                         "guard metering proxy: WebSockets are not proxied; use HTTP"))
             return
         try:
             body = self._read_body()
@@ -670,7 +686,15 @@ class RunningProxy:
     def client_args(self, tool: str, tool_args: list[str]) -> list[str]:
         """Extra arguments for the tool, when its environment alone cannot win. aider: a
         --set-env on the command line makes configargparse ignore AIDER_SET_ENV, so ours must
-        be on the command line too."""
+        be on the command line too. codex: its own arguments (-c, --profile, -C) say where it
+        would have gone, so they set its upstream; its adapter adds the `-c` that routes it here."""
+        if tool == "codex":
+            from guard.proxy.env import codex_upstream
+
+            url = codex_upstream(self._core.env, tool_args)
+            if url is not None:
+                self._core.set_upstream("codex", "openai", url)
+            return []
         if tool != "aider" or not any(a == "--set-env" or a.startswith("--set-env=") for a in tool_args):
             return []
         env = self.client_env(tool)

@@ -29,6 +29,7 @@ class WireUsage:
     cache_read_tokens: int = 0
     model: str | None = None
     message_id: str | None = None
+    key: str | None = None        # the call's idempotency key, when the wire names one all sources share
     # Only part of the truth: the stream was cut before its final usage (output is then estimated).
     partial: bool = False
     fields: set[str] = field(default_factory=set)
