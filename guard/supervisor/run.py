@@ -128,6 +128,9 @@ class Supervisor:
                                                          self.pricer)
         launch = self.adapter.prepare(ctx)
         self.ledger.create_run(self._record(status="running"))
+        for key, message in self.adapter.start_notices(self.pricer):
+            if self.ledger.add_notice(self.run_id, key, message):
+                self.fx.show(message)
         self._write_state()
         try:
             return self._supervise(launch.argv, launch.env)
