@@ -16,9 +16,14 @@ A script is a callable `(Request) -> Reply`, or a list of replies (strings are p
 main-model requests get in order (`sequence`). Side calls aider makes with its weak model (commit
 messages, chat summaries) are recognised by their system prompt and answered by `aux` instead, so a
 script only has to describe the main conversation.
+
+The server honours the output cap (`max_completion_tokens` or `max_tokens`; `max_output_tokens` on
+the Responses API): a reply whose usage has more completion tokens is cut to that share of its
+text, with `finish_reason: "length"` (Responses: status `incomplete`) and the cut output billed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -126,6 +131,23 @@ AUX_MARKERS = {
 }
 
 
+def cut_at_max_tokens(rep: Reply, usage: Usage, cap: int | None) -> tuple[Reply, Usage]:
+    if cap is None or usage.completion_tokens <= cap:
+        return rep, usage
+    keep = len(rep.text) * cap // max(1, usage.completion_tokens)
+    return (dataclasses.replace(rep, text=rep.text[:keep], finish_reason="length"),
+            dataclasses.replace(usage, completion_tokens=cap))
+
+
+def _output_cap(api: str, body: dict[str, Any]) -> int | None:
+    names = ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
+    for name in names:
+        v = body.get(name)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
+
+
 @dataclass
 class Request:
     n: int                     # 1-based over every completion request this server answered
@@ -209,6 +231,7 @@ class Served:
     finished_at: float | None = None   # time.time() when the last byte was written
     completed: bool = False            # False: the client went away before the end
     status: int = 200
+    finish_reason: str = "stop"
 
 
 Script = Callable[[Request], Reply]
@@ -333,7 +356,7 @@ class FakeOpenAI(FakeServer):
             self._cond.notify_all()
         kind = req.kind
         rep = self.aux(req) if (self.aux is not None and kind != "main") else self.script(req)
-        usage = rep.usage or self.usage_fn(req)
+        rep, usage = cut_at_max_tokens(rep, rep.usage or self.usage_fn(req), _output_cap(api, body))
         served = Served(
             n=n,
             request_id=f"req_{self.token}{n:04d}",
@@ -347,6 +370,7 @@ class FakeOpenAI(FakeServer):
             started_at=time.time(),
             text=rep.text,
             status=rep.status,
+            finish_reason=rep.finish_reason,
         )
         if rep.status == 200:
             with self._lock:
@@ -492,12 +516,15 @@ def _chat_chunks(req: Request, rep: Reply, served: Served) -> list[dict[str, Any
     return out
 
 
-def _responses_body(rep: Reply, served: Served, status: str = "completed") -> dict[str, Any]:
+def _responses_body(rep: Reply, served: Served, status: str | None = None) -> dict[str, Any]:
+    final = status is None
+    status = status or ("incomplete" if rep.finish_reason == "length" else "completed")
     return {
         "id": served.response_id,
         "object": "response",
         "created_at": int(served.started_at),
         "status": status,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "model": served.model,
         "output": [{
             "type": "message",
@@ -506,7 +533,7 @@ def _responses_body(rep: Reply, served: Served, status: str = "completed") -> di
             "role": "assistant",
             "content": [{"type": "output_text", "text": rep.text, "annotations": []}],
         }],
-        "usage": served.usage.as_responses() if status == "completed" else None,
+        "usage": served.usage.as_responses() if final else None,
     }
 
 
@@ -524,8 +551,8 @@ def _responses_events(rep: Reply, served: Served) -> list[tuple[str, dict[str, A
     events.append(("response.output_text.done", {
         "type": "response.output_text.done", "item_id": item_id, "output_index": 0,
         "content_index": 0, "text": rep.text}))
-    events.append(("response.completed", {"type": "response.completed",
-                                           "response": _responses_body(rep, served)}))
+    end = "response.incomplete" if rep.finish_reason == "length" else "response.completed"
+    events.append((end, {"type": end, "response": _responses_body(rep, served)}))
     return [(name, obj | {"sequence_number": next(seq)}) for name, obj in events]
 
 
