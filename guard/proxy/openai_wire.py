@@ -11,10 +11,13 @@ from guard.proxy.wire import (
     Estimate,
     MarkerEvents,
     SSESplitter,
+    StreamedOutput,
     WireUsage,
+    content_bytes,
     estimate_input_tokens,
     int_field,
     load_json,
+    output_tokens_for,
     sse_data,
 )
 
@@ -92,6 +95,9 @@ def usage_from_body(obj: Any, kind: Kind) -> WireUsage:
     if isinstance(obj, dict):
         _ids(u, obj)
         apply_usage(u, obj.get("usage"), kind)
+        if "output_tokens" not in u.fields:
+            out = obj.get("output") if kind == "responses" else obj.get("choices")
+            u.output_estimate = output_tokens_for(content_bytes(json.dumps(out).encode()))
     return u
 
 
@@ -118,16 +124,16 @@ class StreamReader:
         self.usage = WireUsage()
         self._sse = SSESplitter()
         self._events = MarkerEvents((b"response.created", *_RESPONSE_END) if kind == "responses" else _CHAT_USAGE)
-        self._bytes = 0
+        self._out = StreamedOutput()
 
     def feed(self, data: bytes) -> None:
-        self._bytes += len(data)
+        self._out.feed(data)
         for ev in self._events.feed(data):
             self._event(ev)
 
     def filter(self, data: bytes) -> bytes:
         """Feed raw (uncompressed) bytes; return what the client should get now."""
-        self._bytes += len(data)
+        self._out.feed(data)
         out = []
         for ev in self._sse.feed(data):
             if self._event(ev):
@@ -162,11 +168,12 @@ class StreamReader:
 
     def result(self, complete: bool) -> WireUsage:
         u = self.usage
+        u.output_estimate = self._out.tokens()
         if "output_tokens" not in u.fields:
             u.partial = True
-            # Cut (or a server that ignores include_usage): estimate the output from the bytes
-            # streamed (~100 bytes of JSON framing per chunk of a few tokens).
-            u.output_tokens = max(u.output_tokens, self._bytes // 40)
+            # Cut (or a server that ignores include_usage): estimate the output from the text
+            # and tool-call arguments streamed.
+            u.output_tokens = max(u.output_tokens, u.output_estimate)
         return u
 
 

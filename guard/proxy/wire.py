@@ -32,6 +32,9 @@ class WireUsage:
     # Only part of the truth: the stream was cut before its final usage (output is then estimated).
     partial: bool = False
     fields: set[str] = field(default_factory=set)
+    # Output tokens guessed from the text and tool input the response carried, for when the
+    # provider's own count never came (none sent, stream cut, client gone).
+    output_estimate: int = 0
 
     @property
     def seen(self) -> bool:
@@ -64,6 +67,66 @@ def estimate_input_tokens(body: bytes) -> int:
         size -= len(m.group(0))
         images += 1
     return size // 3 + images * IMAGE_TOKENS + 16
+
+
+# Output text is billed at about 3.5-4 bytes per token (English, code, JSON tool input); 3 keeps an
+# estimate of unreported output on the high side.
+OUTPUT_BYTES_PER_TOKEN = 3
+# The string fields that carry generated output in both wire formats (text, thinking, tool input,
+# chat content and tool-call arguments, Responses deltas).
+_CONTENT = re.compile(rb'"(?:text|thinking|partial_json|content|arguments|delta|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def content_bytes(data: bytes) -> int:
+    """Bytes of generated output (as JSON-escaped) in a response body or SSE events."""
+    return sum(m.end(1) - m.start(1) for m in _CONTENT.finditer(data))
+
+
+def output_tokens_for(nbytes: int) -> int:
+    return -(-nbytes // OUTPUT_BYTES_PER_TOKEN)
+
+
+class StreamedOutput:
+    """Estimates a stream's output tokens from its bytes without parsing every event: the first
+    events are parsed to learn this stream's framing (the JSON around each delta, the same for
+    every delta of one response), then each further event counts as its bytes minus that framing.
+    Costs one C-speed count of event separators per block."""
+
+    SAMPLE = 8
+    DEFAULT_FRAMING = 80     # the smallest delta event of either API, when none was sampled
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.events = 0
+        self._framing: int | None = None
+        self._sampled = 0
+        self._sample_buf = b""
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.events += data.count(b"\n\n")
+        if self._sampled < self.SAMPLE:
+            self._sample(data)
+
+    def _sample(self, data: bytes) -> None:
+        buf = self._sample_buf + data
+        start = 0
+        while self._sampled < self.SAMPLE:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            ev = buf[start:end + 2]
+            start = end + 2
+            content = content_bytes(ev)
+            if content:
+                self._sampled += 1
+                framing = len(ev) - content
+                self._framing = framing if self._framing is None else min(self._framing, framing)
+        self._sample_buf = buf[start:][-65536:] if self._sampled < self.SAMPLE else b""
+
+    def tokens(self) -> int:
+        framing = self._framing if self._framing is not None else self.DEFAULT_FRAMING
+        return output_tokens_for(max(0, self.bytes - self.events * framing))
 
 
 def int_field(obj: Any, name: str) -> int | None:

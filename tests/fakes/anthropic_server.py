@@ -119,6 +119,8 @@ class Reply:
     status: int = 200                 # != 200: an API error with error_type
     error_type: str = "api_error"
     stop_reason: str | None = None    # default: tool_use when a ToolUse is present, else end_turn
+    omit_usage: bool = False          # a gateway that drops usage: no usage object anywhere
+    cut_after: int | None = None      # a stream the upstream drops after this many SSE events
 
 
 def reply(*blocks: Block, **kw: Any) -> Reply:
@@ -435,10 +437,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if req.stream:
-                self._stream(req, rep, served)
+                ok = self._stream(req, rep, served)
             else:
                 self._json(200, _message(req, rep, served), request_id=served.request_id)
-            ok = True
+                ok = True
         except (BrokenPipeError, ConnectionResetError):
             ok = False
         fake._finish(served, ok)
@@ -456,21 +458,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _stream(self, req: Request, rep: Reply, served: Served) -> None:
+    def _stream(self, req: Request, rep: Reply, served: Served) -> bool:
+        """False when the script cut the stream (the client never gets the end)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", served.request_id)
         self.end_headers()
-        for event in _sse_events(req, rep, served):
+        events = _sse_events(req, rep, served)
+        for event in events[:rep.cut_after]:
             data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
             if rep.chunk_delay:
                 time.sleep(rep.chunk_delay)
+        if rep.cut_after is not None and rep.cut_after < len(events):
+            self.close_connection = True
+            return False
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        return True
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -498,7 +506,7 @@ def _content(rep: Reply, served: Served) -> list[dict[str, Any]]:
 
 
 def _message(req: Request, rep: Reply, served: Served) -> dict[str, Any]:
-    return {
+    msg = {
         "id": served.message_id,
         "type": "message",
         "role": "assistant",
@@ -508,6 +516,9 @@ def _message(req: Request, rep: Reply, served: Served) -> dict[str, Any]:
         "stop_sequence": None,
         "usage": served.usage.as_api(),
     }
+    if rep.omit_usage:
+        del msg["usage"]
+    return msg
 
 
 def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]]:
@@ -515,6 +526,8 @@ def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]
     streams as start/delta/stop, message_delta carries the final usage."""
     u = served.usage
     start = _message(req, rep, served) | {"content": [], "stop_reason": None, "usage": u.as_api(output_tokens=1)}
+    if rep.omit_usage:
+        del start["usage"]
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for i, block in enumerate(_content(rep, served)):
         if block["type"] == "text":
@@ -535,11 +548,14 @@ def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]
             events.append({"type": "content_block_delta", "index": i,
                            "delta": {"type": "input_json_delta", "partial_json": sent}})
         events.append({"type": "content_block_stop", "index": i})
-    events.append({
+    delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": _stop_reason(rep), "stop_sequence": None},
         "usage": u.as_api(),
-    })
+    }
+    if rep.omit_usage:
+        del delta["usage"]
+    events.append(delta)
     events.append({"type": "message_stop"})
     return events
 

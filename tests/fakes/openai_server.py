@@ -89,6 +89,8 @@ class Reply:
     status: int = 200               # != 200: an API error of `error_type`
     error_type: str = "server_error"
     finish_reason: str = "stop"
+    omit_usage: bool = False        # a server that never reports usage (include_usage ignored)
+    cut_after: int | None = None    # a stream the upstream drops after this many SSE events
 
 
 def say(text: str, **kw: Any) -> Reply:
@@ -366,7 +368,7 @@ class FakeOpenAI(FakeServer):
             kind=kind,
             usage=usage,
             stream=req.stream,
-            usage_sent=(not req.stream) or req.include_usage or api == "responses",
+            usage_sent=not rep.omit_usage and ((not req.stream) or req.include_usage or api == "responses"),
             started_at=time.time(),
             text=rep.text,
             status=rep.status,
@@ -419,17 +421,17 @@ class _Handler(BaseHTTPRequestHandler):
             if rep.status != 200:
                 self._json(rep.status, _error(rep.error_type, "scripted error"), request_id=served.request_id)
                 return
+            ok = True
             if api == "chat":
                 if req.stream:
-                    self._sse([("", c) for c in _chat_chunks(req, rep, served)], rep, served, done=True)
+                    ok = self._sse([("", c) for c in _chat_chunks(req, rep, served)], rep, served, done=True)
                 else:
                     self._json(200, _chat_body(rep, served), request_id=served.request_id)
             else:
                 if req.stream:
-                    self._sse(_responses_events(rep, served), rep, served, done=False)
+                    ok = self._sse(_responses_events(rep, served), rep, served, done=False)
                 else:
                     self._json(200, _responses_body(rep, served), request_id=served.request_id)
-            ok = True
         except (BrokenPipeError, ConnectionResetError):
             ok = False
         finally:
@@ -449,22 +451,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _sse(self, events: list[tuple[str, dict[str, Any]]], rep: Reply, served: Served, done: bool) -> None:
+    def _sse(self, events: list[tuple[str, dict[str, Any]]], rep: Reply, served: Served, done: bool) -> bool:
+        """False when the script cut the stream (the client never gets the end)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", served.request_id)
         self.end_headers()
-        for name, obj in events:
+        for name, obj in events[:rep.cut_after]:
             head = f"event: {name}\n" if name else ""
             self._chunk(f"{head}data: {json.dumps(obj)}\n\n".encode())
             if rep.chunk_delay:
                 time.sleep(rep.chunk_delay)
+        if rep.cut_after is not None and rep.cut_after < len(events):
+            self.close_connection = True
+            return False
         if done:
             self._chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        return True
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -494,7 +501,7 @@ def _chat_body(rep: Reply, served: Served) -> dict[str, Any]:
             "logprobs": None,
             "finish_reason": rep.finish_reason,
         }],
-        "usage": served.usage.as_chat(),
+        "usage": None if rep.omit_usage else served.usage.as_chat(),
     }
 
 
@@ -511,7 +518,7 @@ def _chat_chunks(req: Request, rep: Reply, served: Served) -> list[dict[str, Any
     out = [chunk({"role": "assistant", "content": ""}, None)]
     out += [chunk({"content": piece}, None) for piece in _pieces(rep.text, rep.chunks)]
     out.append(chunk({}, rep.finish_reason))
-    if req.include_usage:
+    if req.include_usage and not rep.omit_usage:
         out.append(base | {"choices": [], "usage": served.usage.as_chat()})
     return out
 
@@ -533,7 +540,7 @@ def _responses_body(rep: Reply, served: Served, status: str | None = None) -> di
             "role": "assistant",
             "content": [{"type": "output_text", "text": rep.text, "annotations": []}],
         }],
-        "usage": served.usage.as_responses() if final else None,
+        "usage": served.usage.as_responses() if final and not rep.omit_usage else None,
     }
 
 
