@@ -152,14 +152,18 @@ class ModelRates:
                 + cache_write_1h * _at(self.cache_write_1h, total)
                 + self.per_request)
 
-    def worst_case(self, input_tokens: int, max_output_tokens: int, cache_write_factor: float = 1.0) -> float:
+    def worst_case(self, input_tokens: int, max_output_tokens: int, cache_write_factor: float = 1.0,
+                   cache_read_tokens: int = 0) -> float:
         """All input uncached (or written to the cache, when the request asks for writes: the
-        dearer of the model's write rate and `cache_write_factor` x input), full output."""
+        dearer of the model's write rate and `cache_write_factor` x input) but the predicted
+        `cache_read_tokens` (part of `input_tokens`) at the read rate, full output."""
         rate = _at(self.input, input_tokens)
         if cache_write_factor > 1.0:
             write = _at(self.cache_write_1h if cache_write_factor >= 2.0 else self.cache_write, input_tokens)
             rate = max(rate * cache_write_factor, write)
-        return input_tokens * rate + max_output_tokens * _at(self.output, input_tokens) + self.per_request
+        read = min(max(0, cache_read_tokens), input_tokens)
+        return ((input_tokens - read) * rate + read * _at(self.cache_read, input_tokens)
+                + max_output_tokens * _at(self.output, input_tokens) + self.per_request)
 
 
 def _tiered(price: Any) -> Tiered | None:
@@ -278,10 +282,11 @@ class Pricer:
         self.price(UsageEvent(key="warm", source="warm", model="claude-sonnet-4-6", input_tokens=1))
 
     def worst_case(self, model: str | None, input_tokens: int, max_output_tokens: int,
-                   cache_write_factor: float = 1.0) -> float:
+                   cache_write_factor: float = 1.0, cache_read_tokens: int = 0) -> float:
         """Upper bound of a request before it is sent, in USD: all input uncached (or written to
-        the cache at `cache_write_factor` x input), full max_tokens out. An unknown model is
-        priced at its provider's priciest model (the caller applies `unknown`)."""
+        the cache at `cache_write_factor` x input) except `cache_read_tokens` predicted from the
+        conversation's previous request (guard.proxy.cache_predictor), full max_tokens out. An
+        unknown model is priced at its provider's priciest model (the caller applies `unknown`)."""
         model = model or ""
         override = self._override(model)
         if override is not None:
@@ -299,7 +304,7 @@ class Pricer:
             ev = UsageEvent(key="estimate", source="estimate", model=model,
                             input_tokens=input_tokens, output_tokens=max_output_tokens)
             return self.price(ev).usd * max(1.0, cache_write_factor)
-        return rates.worst_case(input_tokens, max_output_tokens, cache_write_factor)
+        return rates.worst_case(input_tokens, max_output_tokens, cache_write_factor, cache_read_tokens)
 
     def _override(self, model: str) -> Rates | None:
         if model in self.overrides:

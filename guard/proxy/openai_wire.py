@@ -50,7 +50,7 @@ def estimate(body: bytes, obj: Any, kind: Kind) -> Estimate:
         max_out = (int_field(req, "max_completion_tokens") or int_field(req, "max_tokens")
                    or DEFAULT_MAX_OUTPUT_TOKENS)
         max_out *= max(1, int_field(req, "n") or 1)   # n choices: n outputs billed
-    return Estimate(model, estimate_input_tokens(body), max_out, 1.0, bool(req.get("stream")))
+    return Estimate(model, estimate_input_tokens(body, model), max_out, 1.0, bool(req.get("stream")))
 
 
 def ask_stream_usage(obj: Any, kind: Kind) -> bytes | None:

@@ -56,17 +56,40 @@ class Estimate:
         return self.input_tokens + self.max_output_tokens
 
 
-def estimate_input_tokens(body: bytes) -> int:
-    """An upper-bound-leaning guess of a request's input tokens from its JSON size.
+# Bytes of request JSON per billed input token, on the low side of what real tokenizers give
+# (bench/input_estimate.py measures them on Claude Code's and aider's own requests):
+# - the Claude tokenizer up to Opus 4.6 and OpenAI's cl100k/o200k: 4.1-4.2 bytes on Claude Code's
+#   requests, 3.5-4.0 on aider's; 3.0 keeps 1.2-1.4x above the count.
+# - Opus 4.7's tokenizer yields 1.0-1.35x more tokens (Anthropic), 1.45x measured by users: about
+#   2.9 bytes a token on the same requests; 2.5 keeps about 1.15x above. Claude models newer
+#   than the ones known to use the old tokenizer are assumed to use the new one.
+BYTES_PER_TOKEN = 3.0
+BYTES_PER_TOKEN_NEW_CLAUDE = 2.5
+_CLAUDE = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2})(?!\d))?|\d|instant)")
 
-    Real tokenizers average 3.5-4 bytes per token on English and code, so len/3 over-reserves a
-    little; base64 images are counted at their billed size instead of their byte length."""
+
+def bytes_per_token(model: str | None) -> float:
+    name = (model or "").lower()
+    m = _CLAUDE.search(name)
+    if m is None:   # not Claude, or a Claude family guard does not know: the new tokenizer
+        return BYTES_PER_TOKEN_NEW_CLAUDE if "claude" in name else BYTES_PER_TOKEN
+    major, minor = m.group(1), m.group(2)
+    if major is None:   # claude-3-5-sonnet, claude-2.1, claude-instant: the old naming
+        return BYTES_PER_TOKEN
+    old = int(major) < 4 or (int(major) == 4 and int(minor or 0) <= 6)
+    return BYTES_PER_TOKEN if old else BYTES_PER_TOKEN_NEW_CLAUDE
+
+
+def estimate_input_tokens(body: bytes, model: str | None = None) -> int:
+    """An upper-bound-leaning guess of a request's input tokens from its JSON size, at the
+    model's tokenizer's rate; base64 images are counted at their billed size instead of their
+    byte length. Counting the JSON framing too is what keeps it above the billed count."""
     size = len(body)
     images = 0
     for m in _BASE64_DATA.finditer(body):
         size -= len(m.group(0))
         images += 1
-    return size // 3 + images * IMAGE_TOKENS + 16
+    return int(size / bytes_per_token(model)) + images * IMAGE_TOKENS + 16
 
 
 # Output text is billed at about 3.5-4 bytes per token (English, code, JSON tool input); 3 keeps an
