@@ -30,7 +30,7 @@ TOOLS = REPO / ".tools"
 
 
 def tokenizers() -> dict[str, Any]:
-    import litellm.litellm_core_utils.tokenizers as bundled   # noqa: PLC0415 (aider's env only)
+    import litellm.litellm_core_utils.tokenizers as bundled  # noqa: PLC0415 (aider's env only)
 
     folder = Path(bundled.__file__).parent
     os.environ["TIKTOKEN_CACHE_DIR"] = str(folder)

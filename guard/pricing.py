@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,7 +268,7 @@ class Pricer:
         rates = self._override(model)
         if rates is not None:
             return Price(rates.cost(ev), True, "override")
-        when = datetime.fromtimestamp(ev.ts, timezone.utc)
+        when = datetime.fromtimestamp(ev.ts, UTC)
         usd = self._genai(ev, model, guess_provider(model), when)
         if usd is not None:
             return Price(usd, True, "genai-prices")
@@ -293,7 +293,7 @@ class Pricer:
             ev = UsageEvent(key="estimate", source="estimate", model=model,
                             input_tokens=input_tokens, output_tokens=max_output_tokens)
             return override.cost(ev) + input_tokens * override.input * max(0.0, cache_write_factor - 1.0)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         provider = guess_provider(model)
         rates = self._rates(model, provider, now)
         if rates is None:
@@ -335,7 +335,7 @@ class Pricer:
                 return self._priciest[provider] or None
             from genai_prices.data_snapshot import get_snapshot
 
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             best, best_usd = None, -1.0
             providers = [p for p in get_snapshot().providers if provider is None or p.id == provider]
             if provider is None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from datetime import datetime
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from guard.usage import UsageEvent, from_anthropic_usage

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.claude_env import MODEL, ClaudeWorld, make_world, truth_usage
-from tests.fakes.anthropic_server import FakeAnthropic, Request, ToolUse, bash_loop, reply, Text
+from tests.fakes.anthropic_server import FakeAnthropic, Request, Text, ToolUse, reply
 
 pytestmark = pytest.mark.e2e
 

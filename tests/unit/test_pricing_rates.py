@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from genai_prices import Usage, calc_price
@@ -24,7 +24,7 @@ USAGES = [
     (90_000, 32_000, 400_000, 250_000, 60_000),
     (1_000_000, 128_000, 0, 0, 0),
 ]
-WHEN = [datetime(2026, 1, 15, 12, tzinfo=timezone.utc), datetime(2026, 11, 30, 12, tzinfo=timezone.utc)]
+WHEN = [datetime(2026, 1, 15, 12, tzinfo=UTC), datetime(2026, 11, 30, 12, tzinfo=UTC)]
 
 
 def _grid_models() -> list[tuple[str, str]]:
@@ -94,8 +94,8 @@ def test_prices_follow_the_events_date():
     def usd(day: datetime) -> float:
         return p.price(UsageEvent(key="k", source="t", model="claude-sonnet-4-6", input_tokens=250_000,
                                   ts=day.timestamp())).usd
-    assert usd(datetime(2026, 3, 1, tzinfo=timezone.utc)) == pytest.approx(250_000 * 6e-6)
-    assert usd(datetime(2026, 3, 14, tzinfo=timezone.utc)) == pytest.approx(250_000 * 3e-6)
+    assert usd(datetime(2026, 3, 1, tzinfo=UTC)) == pytest.approx(250_000 * 6e-6)
+    assert usd(datetime(2026, 3, 14, tzinfo=UTC)) == pytest.approx(250_000 * 3e-6)
 
 
 def test_worst_case_in_usd():
@@ -113,7 +113,7 @@ def test_worst_case_in_usd():
 
 def test_time_of_day_models_are_priced_by_genai_prices_itself():
     p = Pricer()
-    when = datetime(2026, 6, 1, 17, 0, tzinfo=timezone.utc)    # deepseek's off-peak window
+    when = datetime(2026, 6, 1, 17, 0, tzinfo=UTC)    # deepseek's off-peak window
     ev = UsageEvent(key="k", source="t", model="deepseek-chat", input_tokens=100_000, output_tokens=10_000,
                     ts=when.timestamp())
     assert p.price(ev).usd == pytest.approx(_theirs("deepseek-chat", "deepseek", (100_000, 10_000, 0, 0, 0), when))
