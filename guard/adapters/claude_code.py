@@ -236,6 +236,8 @@ class ClaudeCodeAdapter(Adapter):
             try:
                 with path.open("rb") as f:
                     for line in f:
+                        if b'"assistant"' not in line:
+                            continue   # only responses carry the ids to skip; a long session reads fast
                         try:
                             obj = json.loads(line)
                         except ValueError:
