@@ -17,21 +17,22 @@ def test_forked_session_counts_only_new_responses(tmp_path: Path, tag: str) -> N
     def script(req: Request) -> object:
         if not req.is_agent_loop:
             return reply(Text("Title"))
-        # a few tool turns per prompt, so the copied history holds several responses
-        if req.assistant_turns % 4 < 3 and "Bash" in req.tool_names:
-            return reply(ToolUse("Bash", {"command": f"echo {tag} {req.n}", "description": "step"}))
+        # a few tool turns per prompt, so the copied history holds several responses; Glob runs
+        # in-process (a Bash call waits on the shell's startup, slow on a busy machine)
+        if req.assistant_turns % 4 < 3 and "Glob" in req.tool_names:
+            return reply(ToolUse("Glob", {"pattern": f"*{tag}{req.n}*"}))
         return reply(Text("done"))
 
     with FakeAnthropic(script) as fake:
         world: ClaudeWorld = make_world(tmp_path, fake)
-        first = world.guard("claude", "-p", f"first {tag}", "--model", MODEL, "--allowedTools", "Bash",
+        first = world.guard("claude", "-p", f"first {tag}", "--model", MODEL, "--allowedTools", "Glob",
                             "--output-format", "json")
         assert first.returncode == 0, first.stderr
         session = json.loads(first.stdout)["session_id"]
         before = len(fake.completed())
         assert before >= 4
         second = world.guard("claude", "-p", f"second {tag}", "--resume", session, "--fork-session",
-                             "--model", MODEL, "--allowedTools", "Bash", "--output-format", "json")
+                             "--model", MODEL, "--allowedTools", "Glob", "--output-format", "json")
         assert second.returncode == 0, second.stderr
         assert json.loads(second.stdout)["session_id"] != session
         new = fake.completed()[before:]
