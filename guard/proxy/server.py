@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate
+from guard.proxy.steps import is_step
 from guard.proxy.wire import (
     Dechunker,
     Estimate,
@@ -244,7 +245,7 @@ class ProxyCore:
                          f"{max_output} tokens, so that its worst case fits the ceilings")
 
     def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
-               request_id: str | None, complete: bool) -> None:
+               request_id: str | None, complete: bool, step: bool = False) -> None:
         """Emit the request's usage (if it has any). Called before the reservation is released.
 
         The provider's own count wins. Where it is missing (no usage sent, the stream cut, the
@@ -280,8 +281,7 @@ class ProxyCore:
             cache_write_tokens=wu.cache_write_tokens,
             cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
             cache_read_tokens=wu.cache_read_tokens,
-            # a step of `guard run` or Codex is a model call (Codex's rollout counts one per response)
-            steps=1 if route.tool in ("run", "codex") else 0,
+            steps=1 if step else 0,   # guard.proxy.steps: the same rule admission counted it by
             estimated=estimated,
             interrupted=not complete,
         )
@@ -647,7 +647,8 @@ class _Exchange:
             if not complete or not wu.seen:
                 wu.partial = True
         try:
-            self.core.settle(self.route, self.estimate, wu, status, request_id, complete)
+            self.core.settle(self.route, self.estimate, wu, status, request_id, complete,
+                             is_step(self.route.tool, self.estimate, self.body))
         except Exception:
             log.exception("guard proxy: could not record a request's usage")
 
