@@ -447,7 +447,7 @@ def _encode(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 def insert_run_once(led: SqlLedger, run: RunRecord) -> None:
     with led.transaction():
         led._execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)}) ON CONFLICT (id) DO NOTHING",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 27)}) ON CONFLICT (id) DO NOTHING",
             led._run_params(run))
 
 

@@ -18,7 +18,7 @@ from guard.usage import Totals, UsageEvent
 _RUN_COLUMNS = (
     "id, tool, task, developer, team, machine, line, status, exit_code, started_at, ended_at, cwd, "
     "argv, limits, accuracy, guard_pid, agent_pid, skipped_records, halt_ceiling, halt_limit, "
-    "halt_used, halt_action, halt_message"
+    "halt_used, halt_action, halt_message, repo, branch, commit_before, commit_after"
 )
 _USAGE_SUMS = (
     "COALESCE(SUM(e.input_tokens),0), COALESCE(SUM(e.output_tokens),0), "
@@ -92,7 +92,7 @@ class SqlLedger(ABC):
     def create_run(self, run: RunRecord) -> None:
         with self.transaction():
             self._execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)})",
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 27)})",
                 self._run_params(run),
             )
 
@@ -104,6 +104,7 @@ class SqlLedger(ABC):
             r.guard_pid, r.agent_pid, r.skipped_records,
             h.ceiling if h else None, h.limit if h else None, h.used if h else None,
             h.action if h else None, h.message if h else None,
+            r.repo, r.branch, r.commit_before, r.commit_after,
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -175,6 +176,7 @@ class SqlLedger(ABC):
             line=row[6], status=row[7], exit_code=row[8], started_at=row[9], ended_at=row[10],
             cwd=row[11], argv=json.loads(row[12]), limits=json.loads(row[13]), accuracy=row[14],
             guard_pid=row[15], agent_pid=row[16], skipped_records=row[17], halt=halt,
+            repo=row[23], branch=row[24], commit_before=row[25], commit_after=row[26],
         )
 
     # -- usage ------------------------------------------------------------------------------
