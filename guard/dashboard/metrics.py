@@ -20,10 +20,10 @@ TOKEN_KINDS = ("input", "output", "cache_write", "cache_read")
 
 
 class LedgerCollector(Collector):
-    def __init__(self, totals: MetricTotals, live: Sequence[dict[str, Any]],
-                 budgets: Iterable[dict[str, Any]]) -> None:
+    """The ledger's counters and the period budgets: one snapshot's worth."""
+
+    def __init__(self, totals: MetricTotals, budgets: Iterable[dict[str, Any]]) -> None:
         self.totals = totals
-        self.live = live
         self.budgets = list(budgets)
 
     def collect(self) -> Iterator[Metric]:
@@ -46,7 +46,6 @@ class LedgerCollector(Collector):
         for key, n in sorted(self.totals.runs.items()):
             runs.add_metric(list(key), n)
         yield runs
-        yield from self._live()
         remaining = GaugeMetricFamily("guard_budget_remaining_usd",
                                       "What is left of a developer or team ceiling this period, USD",
                                       labels=["scope", "name", "period", "ceiling"])
@@ -59,7 +58,14 @@ class LedgerCollector(Collector):
         yield remaining
         yield limit
 
-    def _live(self) -> Iterator[Metric]:
+
+class LiveCollector(Collector):
+    """The runs going on now, read at each scrape."""
+
+    def __init__(self, live: Sequence[dict[str, Any]]) -> None:
+        self.live = live
+
+    def collect(self) -> Iterator[Metric]:
         labels = ["developer", "team", "tool"]
         count: dict[tuple[str, ...], int] = defaultdict(int)
         spend: dict[tuple[str, ...], float] = defaultdict(float)
@@ -87,7 +93,15 @@ class LedgerCollector(Collector):
         yield rem
 
 
-def exposition(totals: MetricTotals, live: Sequence[dict[str, Any]], budgets: Iterable[dict[str, Any]]) -> bytes:
+def _text(collector: Collector) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LedgerCollector(totals, live, budgets))
+    registry.register(collector)
     return generate_latest(registry)
+
+
+def ledger_exposition(totals: MetricTotals, budgets: Iterable[dict[str, Any]]) -> bytes:
+    return _text(LedgerCollector(totals, budgets))
+
+
+def live_exposition(live: Sequence[dict[str, Any]]) -> bytes:
+    return _text(LiveCollector(live))

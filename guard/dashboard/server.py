@@ -52,6 +52,7 @@ class Snapshot:
     budgets: list[dict[str, Any]]
     fingerprint: tuple[Any, ...]
     computed_at: float
+    exposition: bytes = b""   # the ledger's part of /metrics, rendered once per snapshot
 
 
 class Snapshots:
@@ -79,7 +80,10 @@ class Snapshots:
         history = history_view(self.ledger, self.rng, now=now)
         budgets = period_budgets(self.ledger, self.policy, people(self.ledger, now - 31 * 86400), now) \
             if self.policy is not None else []
-        snap = Snapshot(history, metric_totals(self.ledger), budgets, fp, now)
+        from guard.dashboard.metrics import ledger_exposition
+
+        totals = metric_totals(self.ledger)
+        snap = Snapshot(history, totals, budgets, fp, now, ledger_exposition(totals, budgets))
         self._current = snap
         return snap
 
@@ -122,10 +126,9 @@ class DashboardServer(ThreadingHTTPServer):
                 "ledger": self.ledger.describe()}
 
     def metrics(self) -> bytes:
-        from guard.dashboard.metrics import exposition
+        from guard.dashboard.metrics import live_exposition
 
-        snap = self.snapshots.current()
-        return exposition(snap.totals, live_runs(self.ledger, self.home), snap.budgets)
+        return self.snapshots.current().exposition + live_exposition(live_runs(self.ledger, self.home))
 
 
 class Handler(BaseHTTPRequestHandler):
