@@ -40,8 +40,8 @@ def dashboard_cmd(ctx: click.Context, bind: str, port: int, token: str | None, p
         from guard.errors import UsageError
 
         raise UsageError(f"--bind {bind} --port {port}: {e.strerror or e}") from None
-    host, real_port = server.server_address[:2]
-    shown = f"[{host}]" if ":" in str(host) else host
+    host, real_port = str(server.server_address[0]), int(server.server_address[1])
+    shown = f"[{host}]" if ":" in host else host
     click.echo(f"guard: dashboard on http://{shown}:{real_port}/ over {tc.ledger().describe()}", err=True)
     sys.stderr.flush()
     try:

@@ -6,12 +6,9 @@ readers do not know (reftable) is `git rev-parse` asked.
 """
 from __future__ import annotations
 
-import configparser
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
@@ -52,6 +49,8 @@ def strip_credentials(url: str) -> str:
     scp-like `git@host:path` names an ssh user, not a secret, and is kept."""
     if "://" not in url:
         return url
+    from urllib.parse import urlsplit, urlunsplit
+
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
@@ -59,27 +58,40 @@ def strip_credentials(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _config(common_dir: Path) -> configparser.RawConfigParser:
-    cp = configparser.RawConfigParser(strict=False, interpolation=None)
+_SECTION = re.compile(r'^\[\s*([A-Za-z0-9.-]+)(?:\s+"((?:[^"\\]|\\.)*)")?\s*\]')
+
+
+def read_config(common_dir: Path) -> dict[tuple[str, str], str]:
+    """(section, key) -> value from .git/config, e.g. ('remote "origin"', 'url'). Only the first
+    value of a key counts; keys without a value (booleans) are skipped: nothing here needs them."""
     try:
-        cp.read_string((common_dir / "config").read_text(errors="replace"))
-    except (OSError, configparser.Error):
-        pass
-    return cp
+        text = (common_dir / "config").read_text(errors="replace")
+    except OSError:
+        return {}
+    out: dict[tuple[str, str], str] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = _SECTION.match(line)
+        if m:
+            name, sub = m.group(1).lower(), m.group(2)
+            section = f'{name} "{sub}"' if sub is not None else name
+            continue
+        key, sep, value = line.partition("=")
+        if sep and key.strip() and not line.startswith(("#", ";")):
+            out.setdefault((section, key.strip().lower()), value.strip().strip('"'))
+    return out
 
 
 def remote_url(dirs: GitDirs) -> str | None:
-    cp = _config(dirs.common_dir)
-    remotes = [s for s in cp.sections() if s.startswith('remote "')]
-    preferred = 'remote "origin"' if 'remote "origin"' in remotes else (remotes[0] if remotes else None)
-    if preferred and cp.has_option(preferred, "url"):
-        return strip_credentials(cp.get(preferred, "url").strip())
-    return None
+    cfg = read_config(dirs.common_dir)
+    urls = {s: v for (s, k), v in cfg.items() if k == "url" and s.startswith('remote "')}
+    url = urls.get('remote "origin"') or next(iter(urls.values()), None)
+    return strip_credentials(url) if url else None
 
 
 def _uses_reftable(dirs: GitDirs) -> bool:
-    cp = _config(dirs.common_dir)
-    return cp.has_option("extensions", "refstorage") and cp.get("extensions", "refstorage") == "reftable"
+    return read_config(dirs.common_dir).get(("extensions", "refstorage")) == "reftable"
 
 
 def resolve_ref(dirs: GitDirs, ref: str) -> str | None:
@@ -117,6 +129,8 @@ def head(dirs: GitDirs) -> tuple[str | None, str | None]:
 
 
 def _git_head(worktree: Path) -> tuple[str | None, str | None]:
+    import subprocess
+
     def rev(*args: str) -> str | None:
         try:
             out = subprocess.run(["git", "-C", str(worktree), "rev-parse", *args], capture_output=True,

@@ -52,9 +52,9 @@ class LedgerCollector(Collector):
         limit = GaugeMetricFamily("guard_budget_limit_usd", "A developer or team ceiling this period, USD",
                                   labels=["scope", "name", "period", "ceiling"])
         for b in self.budgets:
-            key = [b["scope"], b["name"], b["period"], b["ceiling"]]
-            remaining.add_metric(key, b["remaining_usd"])
-            limit.add_metric(key, b["limit_usd"])
+            scope = [b["scope"], b["name"], b["period"], b["ceiling"]]
+            remaining.add_metric(scope, b["remaining_usd"])
+            limit.add_metric(scope, b["limit_usd"])
         yield remaining
         yield limit
 

@@ -130,3 +130,21 @@ def test_report_by_merge_branch_and_commit(repo: Path, tmp_path: Path) -> None:
 
     out = run_guard(home, "report", "--by", "merge", cwd=tmp_path, env=env)
     assert out.returncode == 2 and "not in a git work tree" in out.stderr
+
+
+def test_capture_reads_config_git_writes_by_hand(repo: Path) -> None:
+    with (repo / ".git" / "config").open("a") as f:
+        f.write('[core]\n\tsparseCheckout\n[remote "upstream"]\n\turl = https://t@example.com/up.git\n'
+                '[remote "origin"]\n\turl = "https://bob:pw@example.com/mine.git"\n')
+    assert capture_start(repo)["repo"] == "https://example.com/mine.git"
+
+
+def test_capture_asks_git_when_refs_are_a_reftable(tmp_path: Path) -> None:
+    r = tmp_path / "rt"
+    r.mkdir()
+    try:
+        git(r, "init", "-q", "-b", "main", "--ref-format=reftable")
+    except subprocess.CalledProcessError:
+        pytest.skip("this git has no reftable")
+    head = commit(r, "f", "x\n")
+    assert capture_start(r) == {"repo": str(r), "branch": "main", "commit_before": head}
