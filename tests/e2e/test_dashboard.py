@@ -133,6 +133,18 @@ def test_page_shows_the_report_in_chromium(server: str, home: Path) -> None:
     with chromium() as browser:
         browser.get(server)
         assert_page_matches(browser, home, live=True)
+        # going on now follows the state file and the runs table without a reload
+        state = home / "runs" / "r0000000" / "state.json"
+        data = json.loads(state.read_text())
+        data.update(paused=False, totals={"cost_usd": 1500.25})
+        state.write_text(json.dumps(data))
+        from guard.ledger.sqlite import SqliteLedger
+
+        ledger = SqliteLedger(home / "ledger.db")
+        ledger.update_run("r0000001", status="completed", ended_at=time.time())
+        ledger.close()
+        wait_until(lambda: [(r[0], r[4], r[5]) for r in table(browser, "live-runs")]
+                   == [("r0000000", "running", "$1500.25")], 60, message="the live table to follow")
 
 
 def test_report_html_is_the_same_view_offline(home: Path, tmp_path: Path) -> None:
