@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from guard.ledger.records import RunRecord
+from guard.ledger.sql import SqlLedger
 
 TIMEOUT_S = 10.0
 
@@ -60,12 +61,22 @@ def payload(run: RunRecord, model_costs: Mapping[str, tuple[float, int]]) -> dic
     }
 
 
-def export_run(run: RunRecord, model_costs: Mapping[str, tuple[float, int]], env: Mapping[str, str]) -> bool:
-    """At run end: start the detached export when configured. True when one was started."""
+def model_costs(ledger: SqlLedger, run_id: str) -> dict[str, tuple[float, int]]:
+    """model -> (USD, tokens) of one run."""
+    rows = ledger._execute(
+        "SELECT COALESCE(model, ''), SUM(cost_usd), SUM(input_tokens + output_tokens + cache_write_tokens "
+        "+ cache_read_tokens) FROM events WHERE run_id = ? GROUP BY model", (run_id,))
+    return {(m or "(unknown)"): (float(c or 0), int(t or 0)) for m, c, t in rows}
+
+
+def export_run(ledger: SqlLedger, run_id: str, env: Mapping[str, str]) -> bool:
+    """At run end, once the run's final record is written: start the detached export when one is
+    configured (nothing is read otherwise). True when one was started."""
     url = endpoint(env)
     if url is None:
         return False
-    job = json.dumps({"endpoint": url, "headers": headers(env), "metrics": payload(run, model_costs)})
+    run = ledger.get_run(run_id)
+    job = json.dumps({"endpoint": url, "headers": headers(env), "metrics": payload(run, model_costs(ledger, run_id))})
     try:
         proc = subprocess.Popen([sys.executable, "-m", "guard.otel_export"], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
