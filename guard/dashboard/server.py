@@ -64,6 +64,7 @@ class Snapshots:
         self.policy = policy
         self.refresh = refresh
         self._current: Snapshot | None = None
+        self._cost = 0.0                  # seconds the last compute took
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,6 +76,7 @@ class Snapshots:
         return tuple(rows[0])
 
     def compute(self) -> Snapshot:
+        started = time.monotonic()
         fp = self.fingerprint()
         now = time.time()
         history = history_view(self.ledger, self.rng, now=now)
@@ -85,6 +87,7 @@ class Snapshots:
         totals = metric_totals(self.ledger)
         snap = Snapshot(history, totals, budgets, fp, now, ledger_exposition(totals, budgets))
         self._current = snap
+        self._cost = time.monotonic() - started
         return snap
 
     def current(self) -> Snapshot:
@@ -96,7 +99,9 @@ class Snapshots:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.refresh):
+        # a busy ledger changes all the time: recompute at most a fifth of the time, so a scan
+        # over raw events (until the rollups) does not keep a core busy
+        while not self._stop.wait(max(self.refresh, 4 * self._cost)):
             try:
                 # a new period (midnight, the 1st) changes the view without changing the ledger
                 if self.fingerprint() != self.current().fingerprint or \
