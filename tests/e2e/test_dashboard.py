@@ -228,3 +228,17 @@ def test_dashboard_over_postgresql(tmp_path: Path) -> None:
             assert len(view["live"]) == 1
             code, metrics = get(dash + "metrics")
             assert code == 200 and "guard_spend_usd_total" in metrics
+
+
+def test_an_empty_ledger_draws_an_empty_page(tmp_path: Path) -> None:
+    home = tmp_path / "empty"
+    home.mkdir()
+    out_file = tmp_path / "empty.html"
+    out = run_guard(home, "report", "--html", str(out_file))
+    assert out.returncode == 0, out.stderr
+    with chromium() as browser:
+        browser.get(out_file.as_uri())
+        wait_until(lambda: browser.execute_script("return window.guardReady === true"), 30, message="page drawn")
+        assert browser.find_element("id", "total-spend").text == "$0.00"
+        assert browser.find_element("id", "live-empty").is_displayed()
+        assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
