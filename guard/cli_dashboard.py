@@ -32,7 +32,11 @@ def dashboard_cmd(ctx: click.Context, bind: str, port: int, token: str | None, p
     tc = _context(ctx)
     eff = tc.effective()
     policy: Any = eff.budget_policy()
-    snapshots = Snapshots(tc.ledger(), Range(period, tz=eff.get("timezone")), policy, refresh)
+    from guard.ledger import open_ledger
+
+    # a connection of its own: a page load never queues behind the snapshot's long reads
+    history_ledger = open_ledger(tc.ledger_url or eff.get("ledger"), tc.home)
+    snapshots = Snapshots(history_ledger, Range(period, tz=eff.get("timezone")), policy, refresh)
     snapshots.start()
     try:
         server = DashboardServer((bind, port), tc.ledger(), tc.home, snapshots, token)
@@ -51,6 +55,7 @@ def dashboard_cmd(ctx: click.Context, bind: str, port: int, token: str | None, p
     finally:
         snapshots.stop()
         server.server_close()
+        history_ledger.close()
 
 
 COMMANDS = (dashboard_cmd,)
