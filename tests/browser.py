@@ -47,7 +47,9 @@ for (const [id, c] of Object.entries(window.guardCharts || {})) {
   out[id] = {type: c.config.type, datasets: c.data.datasets.length,
              points: c.data.datasets.map(d => d.data.filter(v => v !== null && v !== 0).length),
              sums: c.data.datasets.map(d => d.data.reduce((a, v) => a + (v || 0), 0)),
-             labels: c.data.labels.length, ink: ink};
+             labels: c.data.labels.length, ink: ink,
+             ymax: c.scales.y ? c.scales.y.max : null,
+             plugins: (c.config.plugins || []).map(p => p.id)};
 }
 return out;
 """

@@ -120,7 +120,10 @@ def assert_page_matches(browser: Any, home: Path, *, live: bool) -> None:
     by_task = report_json(home, "--by", "task")
     assert charts["chart-task-costs"]["sums"][0] == len(by_task["groups"])
     assert charts["chart-developer-median"]["sums"][0] == pytest.approx(t["spend_usd"], abs=1e-4)
-    assert charts["chart-exhaustion"]["datasets"] == 3   # the rate and its 2% / 20% bands
+    # the daily rate, with the 2% / 20% bands drawn across and in view
+    assert charts["chart-exhaustion"]["plugins"] == ["guardBands"] and charts["chart-exhaustion"]["ymax"] >= 20
+    by_day = {g["key"]: g["exhaustion_rate"] for g in report_json(home, "--by", "day")["groups"]}
+    assert charts["chart-exhaustion"]["sums"][0] == pytest.approx(sum(by_day.values()) * 100, abs=1e-6)
 
     live_rows = {row[0]: row for row in table(browser, "live-runs")}
     if live:

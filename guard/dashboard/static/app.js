@@ -62,14 +62,38 @@
     document.getElementById("live-empty").hidden = runs.length > 0;
   }
 
+  // the 2% and 20% bands, drawn across the plot whatever the number of days
+  const bandLines = {
+    id: "guardBands",
+    afterDatasetsDraw(c) {
+      const y = c.scales.y, area = c.chartArea, ctx = c.ctx;
+      ctx.save();
+      ctx.setLineDash([6, 4]);
+      ctx.font = "11px system-ui, sans-serif";
+      for (const [v, color, label] of [[view.bands.low, "#b45309", "2%: below, ceilings are theatre"],
+                                       [view.bands.high, "#b91c1c", "20%: above, ceilings too tight"]]) {
+        const py = y.getPixelForValue(v * 100);
+        ctx.strokeStyle = color;
+        ctx.fillStyle = color;
+        ctx.beginPath();
+        ctx.moveTo(area.left, py);
+        ctx.lineTo(area.right, py);
+        ctx.stroke();
+        ctx.fillText(label, area.left + 4, py - 3);
+      }
+      ctx.restore();
+    },
+  };
+
   function charts_() {
     const report = view.report;
     const devs = Object.keys(view.spend_by_developer_day);
+    // stacked bars: readable on the 1st of the month (one day) as on the 31st
     chart("chart-developer-time", {
-      type: "line",
+      type: "bar",
       data: { labels: view.days, datasets: devs.map((d, i) => ({ label: d, data: view.spend_by_developer_day[d],
-        borderColor: PALETTE[i % PALETTE.length], backgroundColor: PALETTE[i % PALETTE.length], tension: 0.2 })) },
-      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "USD" } } } },
+        backgroundColor: PALETTE[i % PALETTE.length] })) },
+      options: { scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true, title: { display: true, text: "USD" } } } },
     });
     const h = view.task_costs;
     chart("chart-task-costs", {
@@ -78,15 +102,14 @@
         datasets: [{ label: "tasks (p50 " + usd(h.p50) + ", p90 " + usd(h.p90) + ")", data: h.counts, backgroundColor: PALETTE[0] }] },
       options: { scales: { y: { beginAtZero: true, title: { display: true, text: "tasks" } } } },
     });
-    const band = (v, label, color) => ({ label: label, data: view.days.map(() => v * 100), borderColor: color,
-      borderDash: [6, 4], pointRadius: 0, fill: false });
     chart("chart-exhaustion", {
-      type: "line",
+      type: "bar",
       data: { labels: view.days, datasets: [
-        { label: "exhaustion rate", data: view.exhaustion_by_day.map((v) => v == null ? null : v * 100),
-          borderColor: PALETTE[1], backgroundColor: PALETTE[1], spanGaps: true },
-        band(view.bands.low, "2%", "#b45309"), band(view.bands.high, "20%", "#b91c1c")] },
-      options: { scales: { y: { beginAtZero: true, title: { display: true, text: "% of runs halted" } } } },
+        { label: "runs halted by a ceiling, % of the day's runs", data: view.exhaustion_by_day.map((v) => v == null ? null : v * 100),
+          backgroundColor: PALETTE[1] }] },
+      options: { scales: { y: { beginAtZero: true, suggestedMax: view.bands.high * 100 * 1.25,
+        title: { display: true, text: "% of runs halted" } } } },
+      plugins: [bandLines],
     });
     chart("chart-developer-median", {
       type: "bar",
