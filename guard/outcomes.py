@@ -6,6 +6,7 @@ readers do not know (reftable) is `git rev-parse` asked.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,11 @@ class GitDirs:
 
 
 def find_git(cwd: Path) -> GitDirs | None:
+    # as git does: never walk up into a directory named in GIT_CEILING_DIRECTORIES
+    ceilings = {Path(p) for p in os.environ.get("GIT_CEILING_DIRECTORIES", "").split(os.pathsep) if p}
     for d in (cwd, *cwd.parents):
+        if d != cwd and d in ceilings:
+            return None
         dot = d / ".git"
         if dot.is_dir():
             return GitDirs(d, dot, _common(dot))

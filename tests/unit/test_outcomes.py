@@ -29,6 +29,12 @@ def commit(repo: Path, name: str, text: str) -> str:
     return git(repo, "rev-parse", "HEAD")
 
 
+@pytest.fixture(autouse=True)
+def ceiling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stray repository above the test's directory (another job's /tmp/.git) is not ours."""
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     r = tmp_path / "repo"
@@ -110,7 +116,7 @@ def test_report_by_merge_branch_and_commit(repo: Path, tmp_path: Path) -> None:
     git(repo, "cherry-pick", *branches["rebased"])
     ledger.close()
 
-    env = guard_env(home)
+    env = guard_env(home, GIT_CEILING_DIRECTORIES=str(tmp_path.parent))
     out = run_guard(home, "report", "--by", "merge", "--json", cwd=repo, env=env)
     assert out.returncode == 0, out.stderr
     groups = {g["key"]: g for g in json.loads(out.stdout)["groups"]}
