@@ -93,7 +93,7 @@ class SqlLedger(ABC):
     def create_run(self, run: RunRecord) -> None:
         with self.transaction():
             self._execute(
-    "halt_used, halt_action, halt_message, limit_sources, repo, branch, commit_before, commit_after"
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * _RUN_COLUMN_COUNT)})",
                 self._run_params(run),
             )
 
