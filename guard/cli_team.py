@@ -130,7 +130,8 @@ def _dump(obj: Any) -> None:
 @click.option("--ago", type=int, default=0, help="periods back (1 = the previous one)")
 @click.option("--since", default=None, metavar="YYYY-MM-DD")
 @click.option("--until", default=None, metavar="YYYY-MM-DD", help="inclusive")
-@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day"]),
+@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day",
+                                                              "developer_day"]),
               default="developer", show_default=True)
 @click.option("--developer", default=None)
 @click.option("--team", default=None)
@@ -143,7 +144,7 @@ def _dump(obj: Any) -> None:
 def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, until: str | None,
                group_by: str, developer: str | None, team: str | None, tool: str | None, top: int,
                as_json: bool, as_csv: bool) -> None:
-    """Spend for a period, grouped by developer, team, line, tool, task, model or day."""
+    """Spend for a period, grouped by developer, team, line, tool, task, model, day or developer_day."""
     from guard.report import build_report, resolve_range
     from guard.report.render import print_report, to_csv, to_json
 
