@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import UTC, datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -164,9 +165,11 @@ class Pricer:
             cache_read_tokens=ev.cache_read_tokens,
             cache_write_tokens=ev.cache_write_tokens,
         )
+        # at the call's own time: prices change, and a history import prices calls months old
+        when = datetime.fromtimestamp(ev.ts, UTC)
         for ref in (model, model.split("/", 1)[-1]):
             try:
-                calc = calc_price(usage, model_ref=ref, provider_id=provider)
+                calc = calc_price(usage, model_ref=ref, provider_id=provider, genai_request_timestamp=when)
             except LookupError:
                 continue
             usd = float(calc.total_price)

@@ -270,20 +270,22 @@ class SqlLedger(ABC):
         for row in rows:
             self._execute(sql, row)
 
-    def events_by_key(self, keys: Sequence[str]) -> dict[str, tuple[str, UsageEvent]]:
-        """The rows already metered under these keys, in any run: key -> (run_id, event)."""
-        out: dict[str, tuple[str, UsageEvent]] = {}
+    def events_by_key(self, keys: Sequence[str]) -> dict[str, tuple[str, UsageEvent, float]]:
+        """The rows already metered under these keys, in any run: key -> (run_id, event, cost)."""
+        out: dict[str, tuple[str, UsageEvent, float]] = {}
         uniq = sorted(set(keys))
         for i in range(0, len(uniq), 500):
             chunk = uniq[i:i + 500]
             for r in self._execute(
                     "SELECT run_id, key, source, model, input_tokens, output_tokens, cache_write_tokens, "
                     "cache_write_1h_tokens, cache_read_tokens, stated_cost_usd, steps, estimated, "
-                    f"interrupted, ts FROM events WHERE key IN ({', '.join('?' * len(chunk))})", chunk):
+                    f"interrupted, ts, cost_usd FROM events WHERE key IN ({', '.join('?' * len(chunk))})",
+                    chunk):
                 out[r[1]] = (r[0], UsageEvent(
                     key=r[1], source=r[2], model=r[3], input_tokens=r[4], output_tokens=r[5],
                     cache_write_tokens=r[6], cache_write_1h_tokens=r[7], cache_read_tokens=r[8],
-                    cost_usd=r[9], steps=r[10], estimated=bool(r[11]), interrupted=bool(r[12]), ts=r[13]))
+                    cost_usd=r[9], steps=r[10], estimated=bool(r[11]), interrupted=bool(r[12]), ts=r[13]),
+                    float(r[14]))
         return out
 
     def run_events(self, run_id: str) -> list[tuple[UsageEvent, float, bool]]:

@@ -1,0 +1,72 @@
+"""Codex rollouts as history: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`.
+
+Lines are parsed by the live adapter's `token_count_event`, under the live key (the rollout's
+file name and the cumulative token total), so a turn guard metered live is not counted again.
+The model of a turn is the latest `turn_context` before it; it is carried in the import cursor, so
+an appended turn read by a later import still has it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from guard.adapters.codex import codex_home, token_count_event
+from guard.history.claude import _loads
+from guard.history.found import RUN_PREFIX, Found, iso_ts
+
+NAME = "codex"
+_WANTED = (b'"token_count"', b'"turn_context"', b'"session_meta"')
+
+
+def default_roots(env: Mapping[str, str], home: Path) -> list[Path]:
+    return [codex_home({**env, "HOME": env.get("HOME") or str(home)}) / "sessions"]
+
+
+class CodexHistory:
+    name = NAME
+
+    def __init__(self) -> None:
+        self._found: list[Found] = []
+        self.bad_lines = 0
+
+    def files(self, paths: list[Path]) -> list[Path]:
+        out: set[Path] = set()
+        for p in paths:
+            if p.is_file():
+                out.add(p)
+            elif p.is_dir():
+                out.update(p.rglob("rollout-*.jsonl"))
+        return sorted(out)
+
+    def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:
+        model, cwd = state.get("model"), state.get("cwd", "")
+        source_id = os.path.basename(path)
+        run_id = f"{RUN_PREFIX}codex-{path.stem.removeprefix('rollout-')}"
+        for line in data.split(b"\n"):
+            if not any(w in line for w in _WANTED):
+                continue
+            try:
+                obj = _loads(line)
+            except ValueError:
+                self.bad_lines += 1
+                continue
+            if not isinstance(obj, dict):
+                continue
+            payload = obj.get("payload")
+            if obj.get("type") in ("turn_context", "session_meta") and isinstance(payload, dict):
+                if isinstance(payload.get("model"), str):
+                    model = payload["model"]
+                if isinstance(payload.get("cwd"), str):
+                    cwd = payload["cwd"]
+                continue
+            ev = token_count_event(obj, source_id, model)
+            if ev is not None:
+                ev = dataclasses.replace(ev, ts=iso_ts(obj.get("timestamp"), mtime))
+                self._found.append(Found(run_id, NAME, cwd, ev))
+        return {"model": model, "cwd": cwd}
+
+    def found(self) -> list[Found]:
+        return self._found
