@@ -289,6 +289,36 @@ def budget_show(ctx: click.Context, developer: str | None, team: str | None, lin
                                                   "limit", "state", "resets"), rows)
 
 
+@budget_group.command("suggest")
+@click.option("--by", "by", type=click.Choice(["task", "tool", "developer"]), default="task", show_default=True)
+@click.option("--quantile", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True)
+@click.option("--headroom", type=click.FloatRange(0, 10), default=0.25, show_default=True,
+              help="added on top of the quantile (0.25 = 25%)")
+@click.option("--days", type=click.IntRange(1), default=90, show_default=True, help="history to read")
+@click.option("--json", "as_json", is_flag=True)
+@_common
+@click.pass_context
+def budget_suggest(ctx: click.Context, by: str, quantile: float, headroom: float, days: int,
+                   as_json: bool) -> None:
+    """Ceilings from history: the quantile of what runs took, plus headroom, as YAML to paste."""
+    from guard.report.suggest import fetch_samples, per_developer_period, per_run, to_yaml
+
+    tc = _context(ctx)
+    tz = tc.effective().get("timezone")
+    until = time.time()
+    since = until - days * 86400
+    samples = fetch_samples(tc.ledger(), by, since, until)
+    if not samples:
+        raise ConfigError(f"budget suggest: no finished runs in the last {days} days to suggest from")
+    suggestions = ([per_developer_period(samples, quantile, headroom, tz)] if by == "developer"
+                   else per_run(samples, quantile, headroom))
+    if as_json:
+        _dump({"by": by, "quantile": quantile, "headroom": headroom, "days": days,
+               "suggestions": [s.as_dict() for s in suggestions]})
+    else:
+        click.echo(to_yaml(by, suggestions, quantile, headroom, since, until, tz), nl=False)
+
+
 # --------------------------------------------------------------------------------------------
 # guard policy show
 
