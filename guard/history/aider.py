@@ -19,6 +19,7 @@ from typing import Any
 from guard.adapters.aider_analytics import AnalyticsTracker
 from guard.adapters.aider_output import ReportScanner, TokenReport, report_event
 from guard.history.claude import _loads
+from guard.history.cursor import Cursor, ReadJob, read_each
 from guard.history.found import RUN_PREFIX, Found
 
 NAME = "aider"
@@ -68,6 +69,9 @@ class AiderHistory:
             elif p.is_dir():
                 out.update(f for pattern in _DIR_PATTERNS for f in p.rglob(pattern))
         return sorted(out)
+
+    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+        return read_each(jobs, NAME, self.feed)
 
     def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:
         if path.name.endswith(".md"):

@@ -10,7 +10,10 @@ in the ledger and not counted again.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ except ImportError:  # pragma: no cover - orjson is a dependency; json is the sl
     _loads = json.loads
 
 from guard.adapters.claude_transcript import SYNTHETIC, TranscriptParser, usage_key
+from guard.history.cursor import Cursor, ReadJob, read_new
 from guard.history.found import RUN_PREFIX, Found, iso_ts
+from guard.usage import UsageEvent
 
 NAME = "claude"
 # Compact JSON puts this at the top level of every assistant line; unescaped quotes cannot occur
@@ -63,45 +68,90 @@ def assistant_lines(data: bytes) -> Iterator[bytes]:
         pos = data.find(_ASSISTANT, end)
 
 
+# Parsing is most of a first import; files are parsed in this many processes when there is enough.
+_WORKERS = 2
+_PARALLEL_BYTES = 32 << 20
+
+
+@dataclass
+class _Part:
+    """What one reader made of its share of the files."""
+
+    responses: dict[str, UsageEvent]
+    first: dict[str, tuple[int, str, str, float]]   # key -> (file order, session, cwd, ts)
+    cursors: list[tuple[int, Cursor]]
+    bad_lines: int = 0
+
+
+def _read_part(jobs: list[ReadJob]) -> _Part:
+    parser = TranscriptParser(lambda ev: None)
+    first: dict[str, tuple[int, str, str, float]] = {}
+    cursors: list[tuple[int, Cursor]] = []
+    bad = 0
+    for job in jobs:
+        data, after = read_new(job.path, job.cursor, NAME)
+        mtime = after.mtime
+        for line in assistant_lines(data):
+            try:
+                rec = _loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if not isinstance(rec, dict):
+                continue
+            key = usage_key(rec)
+            if key is not None and key not in first:
+                msg = rec.get("message")
+                if isinstance(msg, dict) and msg.get("model") != SYNTHETIC:
+                    session, cwd = rec.get("sessionId"), rec.get("cwd")
+                    first[key] = (job.order, str(session) if session else "unknown", str(cwd) if cwd else "",
+                                  iso_ts(rec.get("timestamp"), mtime))
+            parser.feed(rec)
+        cursors.append((job.order, after))
+    return _Part(parser.responses, first, cursors, bad)
+
+
 class ClaudeHistory:
     name = NAME
 
     def __init__(self) -> None:
-        self.parser = TranscriptParser(lambda ev: None)
-        self._first: dict[str, tuple[str, str, float]] = {}   # key -> (session, cwd, ts)
+        self._events: dict[str, UsageEvent] = {}
+        self._first: dict[str, tuple[int, str, str, float]] = {}
         self.bad_lines = 0
 
     def files(self, paths: list[Path]) -> list[Path]:
         return _jsonl_files(paths)
 
-    def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:
-        for line in assistant_lines(data):
-            try:
-                rec = _loads(line)
-            except ValueError:
-                self.bad_lines += 1
-                continue
-            if not isinstance(rec, dict):
-                continue
-            self._take(rec, mtime)
-        return state
-
-    def _take(self, rec: dict[str, Any], mtime: float) -> None:
-        key = usage_key(rec)
-        msg = rec.get("message")
-        if key is None or not isinstance(msg, dict) or msg.get("model") == SYNTHETIC:
-            self.parser.feed(rec)   # counts what it skips
-            return
-        if key not in self._first:
-            session = rec.get("sessionId")
-            cwd = rec.get("cwd")
-            self._first[key] = (str(session) if session else "unknown", str(cwd) if cwd else "",
-                                iso_ts(rec.get("timestamp"), mtime))
-        self.parser.feed(rec)
+    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+        """Read and parse the files; a response in several files is one, max-merged, owned by
+        the earliest file that has it."""
+        size = sum(j.size for j in jobs)
+        if size >= _PARALLEL_BYTES and len(jobs) > 1 and (os.cpu_count() or 1) > 1:
+            shares: list[list[ReadJob]] = [[] for _ in range(_WORKERS)]
+            loads = [0] * _WORKERS
+            for job in sorted(jobs, key=lambda j: -j.size):
+                i = loads.index(min(loads))
+                shares[i].append(job)
+                loads[i] += job.size
+            with multiprocessing.get_context("fork").Pool(_WORKERS) as pool:
+                parts = pool.map(_read_part, [sorted(s, key=lambda j: j.order) for s in shares])
+        else:
+            parts = [_read_part(jobs)]
+        cursors: list[tuple[int, Cursor]] = []
+        for part in parts:
+            self.bad_lines += part.bad_lines
+            cursors += part.cursors
+            for key, ev in part.responses.items():
+                mine = self._events.get(key)
+                self._events[key] = ev if mine is None else mine.merge(ev)
+                f = part.first.get(key)
+                if f is not None and (key not in self._first or f[0] < self._first[key][0]):
+                    self._first[key] = f
+        return [c for _, c in sorted(cursors, key=lambda oc: oc[0])]
 
     def found(self) -> list[Found]:
         out = []
-        for key, ev in self.parser.responses.items():
-            session, cwd, ts = self._first[key]
+        for key, ev in self._events.items():
+            _, session, cwd, ts = self._first.get(key, (0, "unknown", "", ev.ts))
             out.append(Found(f"{RUN_PREFIX}claude-{session}", NAME, cwd, dataclasses.replace(ev, ts=ts)))
         return out

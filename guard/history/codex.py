@@ -15,6 +15,7 @@ from typing import Any
 
 from guard.adapters.codex import codex_home, token_count_event
 from guard.history.claude import _loads
+from guard.history.cursor import Cursor, ReadJob, read_each
 from guard.history.found import RUN_PREFIX, Found, iso_ts
 
 NAME = "codex"
@@ -40,6 +41,9 @@ class CodexHistory:
             elif p.is_dir():
                 out.update(p.rglob("rollout-*.jsonl"))
         return sorted(out)
+
+    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+        return read_each(jobs, NAME, self.feed)
 
     def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:
         model, cwd = state.get("model"), state.get("cwd", "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,16 @@ class Cursor:
     offset: int = 0
     prefix_hash: str = ""
     state: dict[str, Any] = field(default_factory=dict)   # a parser's carry-over (model, call count)
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    """A file with something new to read: its place in the import's order, its size now."""
+
+    order: int
+    path: Path
+    cursor: Cursor | None
+    size: int
 
 
 def prefix_hash(head: bytes) -> str:
@@ -61,3 +72,20 @@ def read_new(path: Path, cursor: Cursor | None, source: str) -> tuple[bytes, Cur
 
 def with_state(cursor: Cursor, state: dict[str, Any]) -> Cursor:
     return replace(cursor, state=state)
+
+
+Feed = Callable[[Path, bytes, dict[str, Any], float], dict[str, Any]]
+
+
+def read_each(jobs: list[ReadJob], source: str, feed: Feed) -> list[Cursor]:
+    """Read the jobs in order, handing each file's new lines and carried state to `feed`."""
+    out = []
+    for job in jobs:
+        data, after = read_new(job.path, job.cursor, source)
+        out.append(with_state(after, feed(job.path, data, after.state, after.mtime)))
+    return out
+
+
+def bytes_read(before: Cursor | None, after: Cursor) -> int:
+    continued = before is not None and before.inode == after.inode and before.offset <= after.offset
+    return after.offset - (before.offset if continued and before is not None else 0)

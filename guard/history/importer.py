@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from guard.budgets import Identity
-from guard.history.cursor import Cursor, read_new, unchanged, with_state
+from guard.history.cursor import Cursor, ReadJob, bytes_read, unchanged
 from guard.history.found import RUN_PREFIX, Found
 from guard.history.pricing import BulkPricer
 from guard.history.store import load_cursors, save_cursors
@@ -30,7 +30,7 @@ class HistorySource(Protocol):
 
     def files(self, paths: list[Path]) -> list[Path]: ...
 
-    def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]: ...
+    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]: ...
 
     def found(self) -> list[Found]: ...
 
@@ -94,6 +94,7 @@ def import_history(ledger: SqlLedger, requests: Sequence[tuple[HistorySource, li
     found: list[tuple[str, Found]] = []
     for source, paths in requests:
         summary = summaries.setdefault(source.name, SourceSummary())
+        jobs: list[ReadJob] = []
         for path in source.files(paths):
             summary.files += 1
             try:
@@ -101,13 +102,12 @@ def import_history(ledger: SqlLedger, requests: Sequence[tuple[HistorySource, li
             except OSError:
                 continue
             cursor = cursors.get(str(path))
-            if unchanged(cursor, st):
-                continue
-            data, after = read_new(path, cursor, source.name)
-            state = source.feed(path, data, after.state, st.st_mtime)
-            moved.append(with_state(after, state))
+            if not unchanged(cursor, st):
+                jobs.append(ReadJob(len(jobs), path, cursor, st.st_size))
+        for job, after in zip(jobs, source.read_all(jobs), strict=True):
+            moved.append(after)
             summary.files_read += 1
-            summary.bytes_read += len(data)
+            summary.bytes_read += bytes_read(job.cursor, after)
         found += [(source.name, f) for f in source.found()]
 
     writes, tools = _plan(ledger, found, summaries, pricer)
