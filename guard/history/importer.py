@@ -9,20 +9,25 @@ ceilings like any other; their events keep the sources' `estimated` flag.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 from guard.budgets import Identity
 from guard.history.cursor import Cursor, ReadJob, bytes_read, unchanged
 from guard.history.found import RUN_PREFIX, Found
 from guard.history.pricing import BulkPricer
 from guard.history.store import load_cursors, save_cursors
+from guard.errors import LedgerError
 from guard.ledger.records import RunRecord
+from guard.ledger.reservations import _routed
 from guard.ledger.sql import SqlLedger
 from guard.report.rollup import IMPORTED
 from guard.usage import UsageEvent
+
+
+T = TypeVar("T")
 
 
 class HistorySource(Protocol):
@@ -85,10 +90,7 @@ def _figures(ev: UsageEvent) -> tuple[Any, ...]:
 
 def import_history(ledger: SqlLedger, requests: Sequence[tuple[HistorySource, list[Path]]],
                    identity: Identity, pricer: BulkPricer, *, dry_run: bool = False) -> ImportResult:
-    require = getattr(ledger, "require_online", None)
-    if require is not None:
-        require()   # a team ledger's history is its own: never import into one machine's spool
-    cursors = load_cursors(ledger)
+    cursors = _on(ledger, load_cursors)
     moved: list[Cursor] = []
     summaries: dict[str, SourceSummary] = {}
     found: list[tuple[str, Found]] = []
@@ -110,13 +112,29 @@ def import_history(ledger: SqlLedger, requests: Sequence[tuple[HistorySource, li
             summary.bytes_read += bytes_read(job.cursor, after)
         found += [(source.name, f) for f in source.found()]
 
-    writes, tools = _plan(ledger, found, summaries, pricer)
+    writes, firsts = _on(ledger, lambda led: _plan(led, found, summaries, pricer))
+
+    def write(led: SqlLedger) -> None:
+        with led.transaction():
+            _write_runs(led, writes, firsts, identity)
+            led.upsert_events([(w.run_id, w.event, w.cost, w.known) for w in writes.values()])
+            save_cursors(led, moved)
+
     if not dry_run:
-        with ledger.transaction():
-            _write_runs(ledger, writes, tools, identity)
-            ledger.upsert_events([(w.run_id, w.event, w.cost, w.known) for w in writes.values()])
-            save_cursors(ledger, moved)
+        _on(ledger, write)
     return ImportResult(dry_run, summaries)
+
+
+def _on(ledger: SqlLedger, fn: Callable[[SqlLedger], T]) -> T:
+    """`fn` on the ledger itself: a team ledger's history is read from and written to the
+    shared server, never one machine's offline spool."""
+    def run(led: SqlLedger) -> T:
+        if led is not ledger:
+            raise LedgerError(f"ledger {ledger.describe()} is unreachable: history is imported "
+                              "into the shared ledger only")
+        return fn(led)
+
+    return cast(T, _routed(ledger, run, spool_ok=False))
 
 
 def _plan(ledger: SqlLedger, found: list[tuple[str, Found]], summaries: dict[str, SourceSummary],
