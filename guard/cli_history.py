@@ -84,19 +84,21 @@ def import_cmd(ctx: click.Context, source: str | None, paths: tuple[Path, ...], 
     pricer = BulkPricer(Pricer(load_overrides(Path(prices)) if prices else None,
                                unknown=cfg.get("unknown_price") or "max"))
     ledger = tc.ledger()
-    while True:
-        result = import_history(ledger, _sources(source, paths), identity, pricer, dry_run=dry_run)
-        if as_json:
-            click.echo(json.dumps(result.as_dict(), indent=2))
-        elif not watch or any(s.files_read for s in result.sources.values()):
-            for line in _summary_lines(result):
-                click.echo(line)
-        if not watch:
-            return
-        try:
+    try:
+        while True:
+            result = import_history(ledger, _sources(source, paths), identity, pricer, dry_run=dry_run)
+            if as_json:
+                click.echo(json.dumps(result.as_dict()))
+            elif not watch or any(s.files_read for s in result.sources.values()):
+                for line in _summary_lines(result):
+                    click.echo(line)
+            if not watch:
+                return
             time.sleep(interval)
-        except KeyboardInterrupt:
-            return
+    except KeyboardInterrupt:
+        if not watch:
+            raise
+        # Ctrl-C ends --watch; a pass it cut short was rolled back whole and is read again next time
 
 
 def _day_start(text: str, flag: str) -> float:
