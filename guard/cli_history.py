@@ -41,6 +41,7 @@ def _summary_lines(result: Any) -> list[str]:
     lines = []
     for name, s in result.sources.items():
         if not s.files:
+            lines.append(f"{name}: no files found")
             continue
         read = f"{s.files_read} of {s.files} files read ({s.bytes_read / 1e6:.1f} MB)"
         lines.append(f"{name}: {read}; {format_count(s.calls)} calls: {s.new} new, {s.grown} grown, "

@@ -309,7 +309,8 @@ def budget_suggest(ctx: click.Context, by: str, quantile: float, headroom: float
     since = until - days * 86400
     samples = fetch_samples(tc.ledger(), by, since, until)
     if not samples:
-        raise ConfigError(f"budget suggest: no finished runs in the last {days} days to suggest from")
+        click.echo(f"# guard budget suggest: no finished runs in the last {days} days to suggest from")
+        return
     suggestions = ([per_developer_period(samples, quantile, headroom, tz)] if by == "developer"
                    else per_run(samples, quantile, headroom))
     if as_json:

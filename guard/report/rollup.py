@@ -5,6 +5,7 @@ so run counts, per-run percentiles and the exhaustion rate are about whole runs.
 """
 from __future__ import annotations
 
+import heapq
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -174,30 +175,38 @@ def resolve_range(period: str | None, now: float, tz: str | None, *, ago: int = 
     return lo, hi, period_label(period, lo, z)
 
 
-def fetch_runs(ledger: SqlLedger, since: float, until: float) -> list[RunRow]:
-    """The runs started in [since, until) with their usage, read from the run_usage rollup
-    (as many rows as runs and models, however many events they hold)."""
+_RUN_FIELDS = "r.id, r.tool, r.task, r.developer, r.team, r.line, r.status, r.halt_ceiling, r.started_at, r.accuracy"
+_SUMS = ("COALESCE(SUM(u.cost_usd), 0), COALESCE(SUM(u.input_tokens), 0), COALESCE(SUM(u.output_tokens), 0), "
+         "COALESCE(SUM(u.cache_write_tokens), 0), COALESCE(SUM(u.cache_read_tokens), 0)")
+
+
+def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool = False,
+               developer: str | None = None, team: str | None = None, tool: str | None = None) -> list[RunRow]:
+    """The runs started in [since, until) with their usage, read from the run_usage rollup: one
+    row per run (per run and model with `by_model`), however many events they hold."""
+    where, params = ["r.started_at >= ?", "r.started_at < ?"], [since, until]
+    for col, val in (("developer", developer), ("team", team), ("tool", tool)):
+        if val is not None:
+            where.append(f"r.{col} = ?")
+            params.append(val)
+    cond = " AND ".join(where)
+
     def q(led: SqlLedger) -> tuple[list[Any], list[Any]]:
         runs = led._execute(
-            "SELECT id, tool, task, developer, team, line, status, halt_ceiling, started_at, accuracy "
-            "FROM runs WHERE started_at >= ? AND started_at < ?", (since, until))
+            f"SELECT {_RUN_FIELDS}, {_SUMS} FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id AND u.calls > 0 "
+            f"WHERE {cond} GROUP BY r.id", params)
         usage = led._execute(
             "SELECT u.run_id, u.model, u.cost_usd, u.input_tokens, u.output_tokens, u.cache_write_tokens, "
-            "u.cache_read_tokens FROM run_usage u JOIN runs r ON r.id = u.run_id "
-            "WHERE r.started_at >= ? AND r.started_at < ? AND u.calls > 0", (since, until))
+            f"u.cache_read_tokens FROM run_usage u JOIN runs r ON r.id = u.run_id WHERE {cond} AND u.calls > 0",
+            params) if by_model else []
         return runs, usage
 
     runs, usage = _routed(ledger, q, spool_ok=False)
-    rows = {r[0]: RunRow(*r) for r in runs}
+    rows = {r[0]: RunRow(*r[:10], float(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14])) for r in runs}
     for run_id, model, cost, i, o, cw, cr in usage:
         row = rows.get(run_id)
         if row is None:
             continue
-        row.cost += float(cost)
-        row.input_tokens += int(i)
-        row.output_tokens += int(o)
-        row.cache_write_tokens += int(cw)
-        row.cache_read_tokens += int(cr)
         name = canonical_model(model)
         c0, k0 = row.by_model.get(name, (0.0, (0, 0, 0, 0)))
         row.by_model[name] = (c0 + float(cost), (k0[0] + int(i), k0[1] + int(o), k0[2] + int(cw), k0[3] + int(cr)))
@@ -211,9 +220,8 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
     if group_by not in GROUPS:
         raise ConfigError(f"--by {group_by}: not one of {', '.join(GROUPS)}")
     z = zone(tz)
-    runs = [r for r in fetch_runs(ledger, since, until)
-            if (developer is None or r.developer == developer) and (team is None or r.team == team)
-            and (tool is None or r.tool == tool)]
+    runs = fetch_runs(ledger, since, until, by_model=group_by == "model", developer=developer, team=team,
+                      tool=tool)
     groups: dict[str, Group] = defaultdict(lambda: Group(""))
 
     def add(key: str, r: RunRow, cost: float, tokens: Kinds, labels: dict[str, str] | None = None) -> None:
@@ -287,7 +295,7 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         {"id": r.id, "developer": r.developer, "tool": r.tool, "task": r.task, "status": r.status,
          "cost_usd": round(r.cost, 6), "tokens": r.tokens, "halt_ceiling": r.halt_ceiling,
          "started_at": datetime.fromtimestamp(r.started_at, z).isoformat(timespec="seconds")}
-        for r in sorted(runs, key=lambda r: -r.cost)[:top]
+        for r in heapq.nlargest(top, runs, key=lambda r: r.cost)
     ]
     return Report(since=since, until=until, label=label, timezone=str(z.key), group_by=group_by,
                   groups=group_dicts, totals=totals, top_runs=top_runs,
