@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import UTC, datetime
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 

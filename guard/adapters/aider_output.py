@@ -103,7 +103,7 @@ def report_event(key: str, rep: TokenReport, model: str | None, *, steps: int = 
         cost_usd=rep.message_cost if rep.message_cost else None,
         steps=steps,
         estimated=True,
-        **({"ts": ts} if ts is not None else {}),
+        ts=time.time() if ts is None else ts,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,8 @@ class AiderHistory:
                 out.update(f for pattern in _DIR_PATTERNS for f in p.rglob(pattern))
         return sorted(out)
 
-    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+    def read_all(self, jobs: list[ReadJob], meanwhile: Callable[[], None]) -> list[Cursor]:
+        meanwhile()
         return read_each(jobs, NAME, self.feed)
 
     def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:

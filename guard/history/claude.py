@@ -12,19 +12,12 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-try:
-    import orjson
-
-    _loads = orjson.loads
-except ImportError:  # pragma: no cover - orjson is a dependency; json is the slow fallback
-    import json
-
-    _loads = json.loads
+import orjson
 
 from guard.adapters.claude_transcript import SYNTHETIC, TranscriptParser, usage_key
 from guard.history.cursor import Cursor, ReadJob, read_new
@@ -32,6 +25,7 @@ from guard.history.found import RUN_PREFIX, Found, iso_ts
 from guard.usage import UsageEvent
 
 NAME = "claude"
+_loads: Callable[[bytes], Any] = orjson.loads   # several times json's speed: parsing is most of an import
 # Compact JSON puts this at the top level of every assistant line; unescaped quotes cannot occur
 # inside a string, so a line without it is not an assistant line and is never parsed.
 _ASSISTANT = b'"type":"assistant"'
@@ -108,7 +102,10 @@ def _read_part(jobs: list[ReadJob]) -> _Part:
                                   iso_ts(rec.get("timestamp"), mtime))
             parser.feed(rec)
         cursors.append((job.order, after))
-    return _Part(parser.responses, first, cursors, bad)
+    # each response at the time of its first line (in the reader, so it is done in parallel)
+    responses = {k: dataclasses.replace(ev, ts=first[k][3]) if k in first else ev
+                 for k, ev in parser.responses.items()}
+    return _Part(responses, first, cursors, bad)
 
 
 class ClaudeHistory:
@@ -122,7 +119,7 @@ class ClaudeHistory:
     def files(self, paths: list[Path]) -> list[Path]:
         return _jsonl_files(paths)
 
-    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+    def read_all(self, jobs: list[ReadJob], meanwhile: Callable[[], None]) -> list[Cursor]:
         """Read and parse the files; a response in several files is one, max-merged, owned by
         the earliest file that has it."""
         size = sum(j.size for j in jobs)
@@ -134,8 +131,11 @@ class ClaudeHistory:
                 shares[i].append(job)
                 loads[i] += job.size
             with multiprocessing.get_context("fork").Pool(_WORKERS) as pool:
-                parts = pool.map(_read_part, [sorted(s, key=lambda j: j.order) for s in shares])
+                pending = pool.map_async(_read_part, [sorted(s, key=lambda j: j.order) for s in shares])
+                meanwhile()
+                parts = pending.get()
         else:
+            meanwhile()
             parts = [_read_part(jobs)]
         cursors: list[tuple[int, Cursor]] = []
         for part in parts:
@@ -153,5 +153,7 @@ class ClaudeHistory:
         out = []
         for key, ev in self._events.items():
             _, session, cwd, ts = self._first.get(key, (0, "unknown", "", ev.ts))
-            out.append(Found(f"{RUN_PREFIX}claude-{session}", NAME, cwd, dataclasses.replace(ev, ts=ts)))
+            if ev.ts != ts:
+                ev = dataclasses.replace(ev, ts=ts)
+            out.append(Found(f"{RUN_PREFIX}claude-{session}", NAME, cwd, ev))
         return out

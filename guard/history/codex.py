@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,8 @@ class CodexHistory:
                 out.update(p.rglob("rollout-*.jsonl"))
         return sorted(out)
 
-    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]:
+    def read_all(self, jobs: list[ReadJob], meanwhile: Callable[[], None]) -> list[Cursor]:
+        meanwhile()
         return read_each(jobs, NAME, self.feed)
 
     def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:

@@ -15,17 +15,16 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
 from guard.budgets import Identity
+from guard.errors import LedgerError
 from guard.history.cursor import Cursor, ReadJob, bytes_read, unchanged
 from guard.history.found import RUN_PREFIX, Found
 from guard.history.pricing import BulkPricer
 from guard.history.store import load_cursors, save_cursors
-from guard.errors import LedgerError
 from guard.ledger.records import RunRecord
 from guard.ledger.reservations import _routed
 from guard.ledger.sql import SqlLedger
 from guard.report.rollup import IMPORTED
 from guard.usage import UsageEvent
-
 
 T = TypeVar("T")
 
@@ -35,7 +34,8 @@ class HistorySource(Protocol):
 
     def files(self, paths: list[Path]) -> list[Path]: ...
 
-    def read_all(self, jobs: list[ReadJob]) -> list[Cursor]: ...
+    def read_all(self, jobs: list[ReadJob], meanwhile: Callable[[], None]) -> list[Cursor]:
+        """Read the jobs' new lines; call `meanwhile` once, while waiting on anything."""
 
     def found(self) -> list[Found]: ...
 
@@ -106,7 +106,9 @@ def import_history(ledger: SqlLedger, requests: Sequence[tuple[HistorySource, li
             cursor = cursors.get(str(path))
             if not unchanged(cursor, st):
                 jobs.append(ReadJob(len(jobs), path, cursor, st.st_size))
-        for job, after in zip(jobs, source.read_all(jobs), strict=True):
+        # genai-prices' data (a quarter second, more when busy) loads while workers read;
+        # nothing to read, nothing to price: a repeat import never loads it
+        for job, after in zip(jobs, source.read_all(jobs, pricer.pricer.warm) if jobs else [], strict=True):
             moved.append(after)
             summary.files_read += 1
             summary.bytes_read += bytes_read(job.cursor, after)

@@ -68,8 +68,11 @@ class BulkPricer:
         return Price(usd, True, lin.basis)
 
     def _probe(self, like: UsageEvent, fields: dict[str, int], scale: int) -> Price:
-        unit = dataclasses.replace(like, key="rate", cost_usd=None,
-                                   **{**_ZERO, **{k: v * scale for k, v in fields.items()}})
+        n = {**_ZERO, **{k: v * scale for k, v in fields.items()}}
+        unit = UsageEvent(key="rate", source=like.source, model=like.model, input_tokens=n["input_tokens"],
+                          output_tokens=n["output_tokens"], cache_write_tokens=n["cache_write_tokens"],
+                          cache_write_1h_tokens=n["cache_write_1h_tokens"],
+                          cache_read_tokens=n["cache_read_tokens"], ts=like.ts)
         return self.pricer.price(unit)
 
     def _is_linear(self, like: UsageEvent, i: int, rate: float, scale: int) -> bool:

@@ -184,7 +184,8 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
                developer: str | None = None, team: str | None = None, tool: str | None = None) -> list[RunRow]:
     """The runs started in [since, until) with their usage, read from the run_usage rollup: one
     row per run (per run and model with `by_model`), however many events they hold."""
-    where, params = ["r.started_at >= ?", "r.started_at < ?"], [since, until]
+    where = ["r.started_at >= ?", "r.started_at < ?"]
+    params: list[Any] = [since, until]
     for col, val in (("developer", developer), ("team", team), ("tool", tool)):
         if val is not None:
             where.append(f"r.{col} = ?")
@@ -202,7 +203,10 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
         return runs, usage
 
     runs, usage = _routed(ledger, q, spool_ok=False)
-    rows = {r[0]: RunRow(*r[:10], float(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14])) for r in runs}
+    rows = {r[0]: RunRow(id=r[0], tool=r[1], task=r[2], developer=r[3], team=r[4], line=r[5], status=r[6],
+                         halt_ceiling=r[7], started_at=r[8], accuracy=r[9], cost=float(r[10]),
+                         input_tokens=int(r[11]), output_tokens=int(r[12]), cache_write_tokens=int(r[13]),
+                         cache_read_tokens=int(r[14])) for r in runs}
     for run_id, model, cost, i, o, cw, cr in usage:
         row = rows.get(run_id)
         if row is None:

@@ -33,7 +33,7 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
-def test_rollup_equals_raw_sums_after_spool_replays(pg_url: str, relay: Relay, tmp_path: Path) -> None:
+def test_rollup_equals_raw_sums_after_spool_replays(pg_url: str, relay: Relay, tmp_path: Path) -> None:  # noqa: F811
     led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=0.2, offline="open")
     runs = ["r1", "r2", "r3"]
     for r in runs:
@@ -59,7 +59,7 @@ def test_rollup_equals_raw_sums_after_spool_replays(pg_url: str, relay: Relay, t
     led.close()
 
 
-def test_import_into_postgres_and_refused_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:
+def test_import_into_postgres_and_refused_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:  # noqa: F811
     truth = write_tree(tmp_path / "claude", 300_000, seed=21)
     led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=60, offline="open")
     ident = Identity(developer="alice", team="core")
