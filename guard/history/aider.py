@@ -18,9 +18,8 @@ from typing import Any
 
 from guard.adapters.aider_analytics import AnalyticsTracker
 from guard.adapters.aider_output import ReportScanner, TokenReport, report_event
-from guard.history.claude import _loads
 from guard.history.cursor import Cursor, ReadJob, read_each
-from guard.history.found import RUN_PREFIX, Found
+from guard.history.found import RUN_PREFIX, Found, loads
 
 NAME = "aider"
 HISTORY_NAME = ".aider.chat.history.md"
@@ -88,7 +87,7 @@ class AiderHistory:
             if not line.strip():
                 continue
             try:
-                obj = _loads(line)
+                obj = loads(line)
             except ValueError:
                 self.bad_lines += 1
                 continue

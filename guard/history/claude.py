@@ -1,11 +1,11 @@
 """Claude Code transcripts as history: every `*.jsonl` under the projects folders, sub-agents'
 `<session>/subagents/agent-*.jsonl` included.
 
-Parsing and deduplication are the live adapter's (guard.adapters.claude_transcript): one
-TranscriptParser is fed the records of every file of an import, so a response copied into a
-forked or resumed session's file is one response, owned by the session it was first seen in
-(files are read oldest first). Its key is the live key, so a response guard metered live is found
-in the ledger and not counted again.
+Parsing and deduplication are the live adapter's (guard.adapters.claude_transcript): each reader
+feeds its files to a TranscriptParser and the readers' responses are max-merged by key, so a
+response copied into a forked or resumed session's file is one response, owned by the session of
+the oldest file that has it. Its key is the live key, so a response guard metered live is found in
+the ledger and not counted again.
 """
 from __future__ import annotations
 
@@ -15,17 +15,13 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import orjson
 
 from guard.adapters.claude_transcript import SYNTHETIC, TranscriptParser, usage_key
 from guard.history.cursor import Cursor, ReadJob, read_new
-from guard.history.found import RUN_PREFIX, Found, iso_ts
+from guard.history.found import RUN_PREFIX, Found, iso_ts, loads
 from guard.usage import UsageEvent
 
 NAME = "claude"
-_loads: Callable[[bytes], Any] = orjson.loads   # several times json's speed: parsing is most of an import
 # Compact JSON puts this at the top level of every assistant line; unescaped quotes cannot occur
 # inside a string, so a line without it is not an assistant line and is never parsed.
 _ASSISTANT = b'"type":"assistant"'
@@ -53,6 +49,10 @@ def _jsonl_files(paths: list[Path]) -> list[Path]:
 
 def assistant_lines(data: bytes) -> Iterator[bytes]:
     pos = data.find(_ASSISTANT)
+    if pos < 0 and b'"assistant"' in data:
+        # not written compactly (another writer, a future version): every line is parsed
+        yield from (line for line in data.split(b"\n") if line.strip())
+        return
     while pos >= 0:
         start = data.rfind(b"\n", 0, pos) + 1
         end = data.find(b"\n", pos)
@@ -87,7 +87,7 @@ def _read_part(jobs: list[ReadJob]) -> _Part:
         mtime = after.mtime
         for line in assistant_lines(data):
             try:
-                rec = _loads(line)
+                rec = loads(line)
             except ValueError:
                 bad += 1
                 continue
@@ -125,11 +125,11 @@ class ClaudeHistory:
         size = sum(j.size for j in jobs)
         if size >= _PARALLEL_BYTES and len(jobs) > 1 and (os.cpu_count() or 1) > 1:
             shares: list[list[ReadJob]] = [[] for _ in range(_WORKERS)]
-            loads = [0] * _WORKERS
+            weights = [0] * _WORKERS
             for job in sorted(jobs, key=lambda j: -j.size):
-                i = loads.index(min(loads))
+                i = weights.index(min(weights))
                 shares[i].append(job)
-                loads[i] += job.size
+                weights[i] += job.size
             with multiprocessing.get_context("fork").Pool(_WORKERS) as pool:
                 pending = pool.map_async(_read_part, [sorted(s, key=lambda j: j.order) for s in shares])
                 meanwhile()

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from guard.adapters.codex import codex_home, token_count_event
-from guard.history.claude import _loads
 from guard.history.cursor import Cursor, ReadJob, read_each
-from guard.history.found import RUN_PREFIX, Found, iso_ts
+from guard.history.found import RUN_PREFIX, Found, iso_ts, loads
 
 NAME = "codex"
 _WANTED = (b'"token_count"', b'"turn_context"', b'"session_meta"')
@@ -54,7 +53,7 @@ class CodexHistory:
             if not any(w in line for w in _WANTED):
                 continue
             try:
-                obj = _loads(line)
+                obj = loads(line)
             except ValueError:
                 self.bad_lines += 1
                 continue

@@ -221,3 +221,13 @@ def test_fixture_transcripts_fork_and_subagent_counted_once(tmp_path: Path) -> N
     sub_keys = {f"req:{json.loads(ln)['requestId']}" for f in sub.rglob("agent-*.jsonl")
                 for ln in f.read_text().splitlines() if '"requestId"' in ln}
     assert sub_keys and sub_keys <= set(keys)
+
+
+def test_transcripts_not_written_compactly_are_still_read(tmp_path: Path) -> None:
+    src = FIXTURES / "claude_code" / "transcript-2.1.330-tool-roundtrip.jsonl"
+    spaced = tmp_path / "spaced.jsonl"
+    spaced.write_text("".join(json.dumps(json.loads(ln)) + "\n" for ln in src.read_text().splitlines()))
+    compact, loose = ledger_at(tmp_path / "a"), ledger_at(tmp_path / "b")
+    run_import(compact, ClaudeHistory(), [src])
+    run_import(loose, ClaudeHistory(), [spaced])
+    assert imported(loose) == imported(compact) and imported(compact)[1] > 0
