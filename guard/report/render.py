@@ -44,7 +44,7 @@ def print_report(report: Report, out: IO[str] | None = None, width: int | None =
     t = report.totals
     console.print(f"[bold]{report.label}[/bold] ({report.timezone}): {_usd(t['spend_usd'])} over "
                   f"{t['runs']} runs by {t['developers']} developers; "
-                  f"{t['exhaustion_rate']:.0%} of runs halted by a ceiling")
+                  f"{t['exhaustion_rate']:.0%} of finished runs halted by a ceiling")
     if report.group_by == "developer_day":
         console.print(developer_day_table(report))
         return
