@@ -192,28 +192,34 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
             params.append(val)
     cond = " AND ".join(where)
 
-    def q(led: SqlLedger) -> tuple[list[Any], list[Any]]:
-        runs = led._execute(
-            f"SELECT {_RUN_FIELDS}, {_SUMS} FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id AND u.calls > 0 "
-            f"WHERE {cond} GROUP BY r.id", params)
-        usage = led._execute(
-            "SELECT u.run_id, u.model, u.cost_usd, u.input_tokens, u.output_tokens, u.cache_write_tokens, "
-            f"u.cache_read_tokens FROM run_usage u JOIN runs r ON r.id = u.run_id WHERE {cond} AND u.calls > 0",
-            params) if by_model else []
-        return runs, usage
+    def q(led: SqlLedger) -> list[Any]:
+        if by_model:   # one row per run and model: the run's figures are summed from them
+            return led._execute(
+                f"SELECT {_RUN_FIELDS}, u.cost_usd, u.input_tokens, u.output_tokens, u.cache_write_tokens, "
+                "u.cache_read_tokens, u.model FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id "
+                f"AND u.calls > 0 WHERE {cond}", params)
+        return led._execute(
+            f"SELECT {_RUN_FIELDS}, {_SUMS}, NULL FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id "
+            f"AND u.calls > 0 WHERE {cond} GROUP BY r.id", params)
 
-    runs, usage = _routed(ledger, q, spool_ok=False)
-    rows = {r[0]: RunRow(id=r[0], tool=r[1], task=r[2], developer=r[3], team=r[4], line=r[5], status=r[6],
-                         halt_ceiling=r[7], started_at=r[8], accuracy=r[9], cost=float(r[10]),
-                         input_tokens=int(r[11]), output_tokens=int(r[12]), cache_write_tokens=int(r[13]),
-                         cache_read_tokens=int(r[14])) for r in runs}
-    for run_id, model, cost, i, o, cw, cr in usage:
-        row = rows.get(run_id)
+    rows: dict[str, RunRow] = {}
+    for r in _routed(ledger, q, spool_ok=False):
+        row = rows.get(r[0])
         if row is None:
+            row = rows[r[0]] = RunRow(id=r[0], tool=r[1], task=r[2], developer=r[3], team=r[4], line=r[5],
+                                      status=r[6], halt_ceiling=r[7], started_at=r[8], accuracy=r[9])
+        if r[10] is None:
             continue
-        name = canonical_model(model)
-        c0, k0 = row.by_model.get(name, (0.0, (0, 0, 0, 0)))
-        row.by_model[name] = (c0 + float(cost), (k0[0] + int(i), k0[1] + int(o), k0[2] + int(cw), k0[3] + int(cr)))
+        cost, i, o, cw, cr = float(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14])
+        row.cost += cost
+        row.input_tokens += i
+        row.output_tokens += o
+        row.cache_write_tokens += cw
+        row.cache_read_tokens += cr
+        if by_model:
+            name = canonical_model(r[15])
+            c0, k0 = row.by_model.get(name, (0.0, (0, 0, 0, 0)))
+            row.by_model[name] = (c0 + cost, (k0[0] + i, k0[1] + o, k0[2] + cw, k0[3] + cr))
     return list(rows.values())
 
 
