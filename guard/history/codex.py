@@ -1,7 +1,9 @@
 """Codex rollouts as history: `$CODEX_HOME/sessions/YYYY/MM/DD/rollout-*.jsonl`.
 
-Lines are parsed by the live adapter's `token_count_event`, under the live key (the rollout's
-file name and the cumulative token total), so a turn guard metered live is not counted again.
+Lines are parsed by the live adapter's functions, under its keys: a `token_usage_record` line per
+response (`resp:<response_id>`, the proxy's key too), else, in rollouts that write none, the
+`token_count` lines (the file name and the cumulative total); so a response guard metered live is
+not counted again.
 The model of a turn is the latest `turn_context` before it; it is carried in the import cursor, so
 an appended turn read by a later import still has it.
 """
@@ -13,12 +15,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from guard.adapters.codex import codex_home, token_count_event
+from guard.adapters.codex import token_count_event, usage_record_event
+from guard.adapters.codex_config import codex_home
 from guard.history.cursor import Cursor, ReadJob, read_each
 from guard.history.found import RUN_PREFIX, Found, iso_ts, loads
 
 NAME = "codex"
-_WANTED = (b'"token_count"', b'"turn_context"', b'"session_meta"')
+_WANTED = (b'"token_usage_record"', b'"token_count"', b'"turn_context"', b'"session_meta"')
 
 
 def default_roots(env: Mapping[str, str], home: Path) -> list[Path]:
@@ -47,6 +50,7 @@ class CodexHistory:
 
     def feed(self, path: Path, data: bytes, state: dict[str, Any], mtime: float) -> dict[str, Any]:
         model, cwd = state.get("model"), state.get("cwd", "")
+        recorded = bool(state.get("recorded"))   # this rollout writes token_usage_record lines
         source_id = os.path.basename(path)
         run_id = f"{RUN_PREFIX}codex-{path.stem.removeprefix('rollout-')}"
         for line in data.split(b"\n"):
@@ -66,11 +70,17 @@ class CodexHistory:
                 if isinstance(payload.get("cwd"), str):
                     cwd = payload["cwd"]
                 continue
-            ev = token_count_event(obj, source_id, model)
+            if obj.get("type") == "token_usage_record":
+                ev = usage_record_event(obj, model)
+                recorded = recorded or ev is not None
+            elif recorded:
+                continue   # a token_count repeats what this rollout's token_usage_records said
+            else:
+                ev = token_count_event(obj, source_id, model)
             if ev is not None:
                 ev = dataclasses.replace(ev, ts=iso_ts(obj.get("timestamp"), mtime))
                 self._found.append(Found(run_id, NAME, cwd, ev))
-        return {"model": model, "cwd": cwd}
+        return {"model": model, "cwd": cwd, "recorded": recorded}
 
     def found(self) -> list[Found]:
         return self._found

@@ -165,6 +165,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             updated_at {REAL} NOT NULL
         )""",
     ]),
+    # 8: the run plan: where each of a run's effective limits came from (flag, config, policy)
+    (8, [
+        "ALTER TABLE runs ADD COLUMN limit_sources TEXT NOT NULL DEFAULT '{{}}'",
+    ]),
 ]
 
 DIALECTS = {

@@ -231,3 +231,24 @@ def test_transcripts_not_written_compactly_are_still_read(tmp_path: Path) -> Non
     run_import(compact, ClaudeHistory(), [src])
     run_import(loose, ClaudeHistory(), [spaced])
     assert imported(loose) == imported(compact) and imported(compact)[1] > 0
+
+
+def test_codex_token_usage_records_keyed_as_the_proxy_and_counts_not_doubled(tmp_path: Path) -> None:
+    from guard.proxy.openai_wire import response_key
+
+    d = tmp_path / "sessions"
+    d.mkdir()
+    path = d / "rollout-2026-11-21T10-00-00-rec.jsonl"
+    _rollout(path, [
+        {"timestamp": "2026-11-21T10:00:01Z", "type": "turn_context", "payload": {"model": "gpt-5"}},
+        {"timestamp": "2026-11-21T10:00:02Z", "type": "token_usage_record", "payload": {
+            "response_id": "resp_1", "usage": {"input_tokens": 1000, "cached_input_tokens": 400,
+                                                "output_tokens": 50}}},
+        _token_count(1050, 1000, 400, 50, "2026-11-21T10:00:03Z"),     # the same response again
+    ])
+    led = ledger_at(tmp_path)
+    assert run_import(led, CodexHistory(), [d]).sources["codex"].new == 1
+    (ev, _cost, _known), = led.run_events("imp-codex-2026-11-21T10-00-00-rec")
+    assert ev.key == response_key("resp_1") and ev.input_tokens == 600 and ev.cache_read_tokens == 400
+    _rollout(path, [_token_count(2100, 1000, 400, 50, "2026-11-21T10:01:03Z")])
+    assert run_import(led, CodexHistory(), [d]).sources["codex"].new == 0   # still a recorded rollout
