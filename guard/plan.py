@@ -21,7 +21,7 @@ LIMIT_KEYS = {"usd": "max_usd", "tokens": "max_tokens", "steps": "max_steps", "t
 # `--meter auto`: the metering proxy where a tool's own figures are known to be partial (Claude
 # Code's transcripts miss title calls and cut-off responses; aider estimates and skips commit
 # messages, summaries and retries). Native signals are read in every mode.
-AUTO_PROXY_TOOLS = ("claude", "aider")
+AUTO_PROXY_TOOLS = ("claude", "aider", "codex")
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,11 @@ def unknown_price_warning(model: str, pricer: Pricer) -> str | None:
 class CodexAdapter(FollowerAdapter):
     name = "codex"
 
+    def start_notices(self, pricer: Any) -> list[tuple[str, str]]:
+        model = getattr(self, "model", None)
+        warning = unknown_price_warning(model, pricer) if model else None
+        return [(f"unknown-price:{model}", warning)] if warning else []
+
     def __init__(self) -> None:
         self._follower: JsonlFollower | None = None
         self._sink: EventSink | None = None

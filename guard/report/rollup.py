@@ -180,7 +180,7 @@ _SUMS = ("COALESCE(SUM(u.cost_usd), 0), COALESCE(SUM(u.input_tokens), 0), COALES
          "COALESCE(SUM(u.cache_write_tokens), 0), COALESCE(SUM(u.cache_read_tokens), 0)")
 
 
-def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool = False,
+def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool = True,
                developer: str | None = None, team: str | None = None, tool: str | None = None) -> list[RunRow]:
     """The runs started in [since, until) with their usage, read from the run_usage rollup: one
     row per run (per run and model with `by_model`), however many events they hold."""
@@ -226,12 +226,19 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
 def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str = "developer",
                  tz: str | None = None, label: str = "", top: int = 10,
                  developer: str | None = None, team: str | None = None,
-                 tool: str | None = None) -> Report:
+                 tool: str | None = None, fetched: Sequence[RunRow] | None = None) -> Report:
+    """`fetched`: the runs `fetch_runs` returned for this range, when the caller builds several
+    reports over one read."""
     if group_by not in GROUPS:
         raise ConfigError(f"--by {group_by}: not one of {', '.join(GROUPS)}")
     z = zone(tz)
-    runs = fetch_runs(ledger, since, until, by_model=group_by == "model", developer=developer, team=team,
-                      tool=tool)
+    if fetched is None:
+        runs = fetch_runs(ledger, since, until, by_model=group_by == "model", developer=developer, team=team,
+                          tool=tool)
+    else:
+        runs = [r for r in fetched
+                if (developer is None or r.developer == developer) and (team is None or r.team == team)
+                and (tool is None or r.tool == tool)]
     groups: dict[str, Group] = defaultdict(lambda: Group(""))
 
     def add(key: str, r: RunRow, cost: float, tokens: Kinds, labels: dict[str, str] | None = None) -> None:
