@@ -8,6 +8,7 @@ from typing import Any
 from tests.fakes.anthropic_server import FakeAnthropic, Text, ToolUse, Usage, reply
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.openai_server import Usage as OAUsage
+from tests.helpers import wait_until
 
 
 def post(port: int, path: str, body: dict[str, Any]) -> bytes:
@@ -63,7 +64,9 @@ def test_anthropic_cut_non_streamed_and_uncut_when_it_fits() -> None:
         msg = json.loads(post(fake.port, "/v1/messages", {"model": "m", "max_tokens": 1000, "messages": []}))
         assert msg["stop_reason"] == "tool_use" and msg["usage"]["output_tokens"] == 1000
         assert msg["content"][1]["input"] == LONG_TOOL.input
-        assert fake.usage_totals()["output_tokens"] == 1050 and fake.usage_totals()["tool_uses"] == 1
+        # the fake books a response once its last byte is written: after the client has it
+        wait_until(lambda: fake.usage_totals()["output_tokens"] == 1050, 10, message="the bill")
+        assert fake.usage_totals()["tool_uses"] == 1
 
 
 def test_openai_chat_cut_with_finish_reason_length() -> None:
@@ -80,7 +83,7 @@ def test_openai_chat_cut_with_finish_reason_length() -> None:
         assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "length"
         assert chunks[-1]["usage"]["completion_tokens"] == 250
         assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "b" * 500
-        assert fake.usage_totals()["output_tokens"] == 350
+        wait_until(lambda: fake.usage_totals()["output_tokens"] == 350, 10, message="the bill")
 
 
 def test_openai_responses_cut_is_incomplete() -> None:
