@@ -283,6 +283,16 @@ def _register_team_commands() -> None:
 _register_team_commands()
 
 
+def _register_history_commands() -> None:
+    from guard import cli_history
+
+    for command in cli_history.COMMANDS:
+        cli.add_command(command)
+
+
+_register_history_commands()
+
+
 def _register_dashboard_commands() -> None:
     from guard import cli_dashboard
 

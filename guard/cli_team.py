@@ -131,7 +131,7 @@ def _dump(obj: Any) -> None:
 @click.option("--since", default=None, metavar="YYYY-MM-DD")
 @click.option("--until", default=None, metavar="YYYY-MM-DD", help="inclusive")
 @click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day",
-                                                     "branch", "commit", "merge"]),
+                                                     "developer_day", "branch", "commit", "merge"]),
               default="developer", show_default=True)
 @click.option("--repo", "repo_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="work tree --by merge reads (default: the current directory)")
@@ -148,8 +148,8 @@ def _dump(obj: Any) -> None:
 def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, until: str | None,
                group_by: str, repo_dir: Path | None, html_file: Path | None, developer: str | None,
                team: str | None, tool: str | None, top: int, as_json: bool, as_csv: bool) -> None:
-    """Spend for a period, grouped by developer, team, line, tool, task, model, day, branch, commit
-    or merged branch."""
+    """Spend for a period, grouped by developer, team, line, tool, task, model, day, developer_day,
+    branch, commit or merged branch."""
     from guard.report import build_report, resolve_range
     from guard.report.outcome_groups import OUTCOME_GROUPS, build_outcome_report
     from guard.report.render import print_report, to_csv, to_json
@@ -312,6 +312,37 @@ def budget_show(ctx: click.Context, developer: str | None, team: str | None, lin
             for c in ceilings]
     print_rows(f"budgets for {ident.developer}", ("ceiling", "scope", "period", "used", "in flight",
                                                   "limit", "state", "resets"), rows)
+
+
+@budget_group.command("suggest")
+@click.option("--by", "by", type=click.Choice(["task", "tool", "developer"]), default="task", show_default=True)
+@click.option("--quantile", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True)
+@click.option("--headroom", type=click.FloatRange(0, 10), default=0.25, show_default=True,
+              help="added on top of the quantile (0.25 = 25%)")
+@click.option("--days", type=click.IntRange(1), default=90, show_default=True, help="history to read")
+@click.option("--json", "as_json", is_flag=True)
+@_common
+@click.pass_context
+def budget_suggest(ctx: click.Context, by: str, quantile: float, headroom: float, days: int,
+                   as_json: bool) -> None:
+    """Ceilings from history: the quantile of what runs took, plus headroom, as YAML to paste."""
+    from guard.report.suggest import fetch_samples, per_developer_period, per_run, to_yaml
+
+    tc = _context(ctx)
+    tz = tc.effective().get("timezone")
+    until = time.time()
+    since = until - days * 86400
+    samples = fetch_samples(tc.ledger(), by, since, until)
+    if not samples:
+        click.echo(f"# guard budget suggest: no finished runs in the last {days} days to suggest from")
+        return
+    suggestions = ([per_developer_period(samples, quantile, headroom, tz)] if by == "developer"
+                   else per_run(samples, quantile, headroom))
+    if as_json:
+        _dump({"by": by, "quantile": quantile, "headroom": headroom, "days": days,
+               "suggestions": [s.as_dict() for s in suggestions]})
+    else:
+        click.echo(to_yaml(by, suggestions, quantile, headroom, since, until, tz), nl=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -276,6 +276,27 @@ class Pricer:
         usd = self._genai(ev, priciest, None, when) if priciest else None
         return Price(usd or 0.0, False, f"max:{priciest}")
 
+    def price_list(self, ev: UsageEvent) -> object | None:
+        """The set of rates `price` would use for this event (an override, or genai-prices' list
+        in force at the event's time), or None when it has none. Events with the same list are
+        priced by the same linear rates below any long-context tier (guard.history.pricing)."""
+        model = ev.model or ""
+        rates = self._override(model)
+        if rates is not None:
+            return rates
+        if not model:
+            return None
+        from genai_prices.data_snapshot import get_snapshot
+
+        when = datetime.fromtimestamp(ev.ts, UTC)
+        for ref in (model, model.split("/", 1)[-1]):
+            try:
+                _, info = get_snapshot().find_provider_model(ref, None, guess_provider(model), None)
+            except LookupError:
+                continue
+            return info.get_prices(when)
+        return None
+
     def warm(self) -> None:
         """Load the price data now (about a quarter second), not on the first usage line,
         where it would delay the first decision."""

@@ -7,6 +7,7 @@ import random
 import time
 from pathlib import Path
 
+from guard.ledger.schema import statements
 from guard.ledger.sql import _RUN_COLUMNS, SqlLedger
 from guard.ledger.sqlite import SqliteLedger
 
@@ -53,6 +54,8 @@ def make_ledger(path: Path, events: int, *, runs: int | None = None, developers:
             "INSERT INTO events (run_id, key, source, model, input_tokens, output_tokens, cache_write_tokens, "
             "cache_write_1h_tokens, cache_read_tokens, cost_usd, stated_cost_usd, price_known, steps, "
             "estimated, interrupted, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", event_rows)
+        # events written around the ledger's upsert: their rollup as migration 4 fills it
+        ledger._execute(statements("sqlite", 4)[1])
     return ledger
 
 

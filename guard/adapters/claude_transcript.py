@@ -90,6 +90,7 @@ class History:
 class _Pending:
     event: UsageEvent
     tool_ids: set[str] = field(default_factory=set)
+    raw: tuple[object, object] = (None, None)   # the last line's (model, usage): most repeat it
 
 
 class SessionGate:
@@ -158,14 +159,21 @@ class TranscriptParser:
             for b in msg.get("content") or []
             if isinstance(b, dict) and b.get("type") == "tool_use" and b.get("id")
         }
-        ev = from_anthropic_usage(key, SOURCE, usage, model if isinstance(model, str) else None)
         pending = self._events.get(key)
         before = None
-        if pending is None:
-            pending = self._events[key] = _Pending(ev)
-        else:
+        if pending is not None and pending.raw == (model, usage):
+            # another content block of the same response, same usage: only its tool calls are new
+            if tool_ids <= pending.tool_ids:
+                return
             before = pending.event
-            pending.event = pending.event.merge(ev)
+        else:
+            ev = from_anthropic_usage(key, SOURCE, usage, model if isinstance(model, str) else None)
+            if pending is None:
+                pending = self._events[key] = _Pending(ev)
+            else:
+                before = pending.event
+                pending.event = pending.event.merge(ev)
+            pending.raw = (model, usage)
         pending.tool_ids |= tool_ids
         steps = len(pending.tool_ids)
         if steps > pending.event.steps:
