@@ -4,6 +4,7 @@ Not part of the test suite.
 
     python bench/litellm_compare.py --install            # LiteLLM 1.108.7 (else the newest) in its
                                                          # own virtualenv under a temp dir
+    python bench/litellm_compare.py --install --venv DIR # ... in DIR, kept for the next run
     python bench/litellm_compare.py --litellm PATH       # an existing `litellm` executable
 """
 from __future__ import annotations
@@ -29,6 +30,9 @@ VERSION = "1.108.7"
 
 
 def install(where: Path) -> Path:
+    exe = where / "bin" / "litellm"
+    if exe.exists():
+        return exe
     venv.create(where, with_pip=True)
     pip = [str(where / "bin" / "python"), "-m", "pip", "install", "-q"]
     if subprocess.run([*pip, f"litellm[proxy]=={VERSION}"]).returncode != 0:
@@ -56,7 +60,9 @@ class LiteLLM:
         self.log = open(work / f"litellm-{port}.log", "w")
         self.proc = subprocess.Popen([str(exe), "--config", str(config), "--port", str(port),
                                       "--num_workers", "1"], stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "LITELLM_LOG": "ERROR"})
+                                     env={**os.environ, "LITELLM_LOG": "ERROR",
+                                          # no master key: a local bench, nothing to protect
+                                          "LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true"})
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             try:
@@ -67,7 +73,8 @@ class LiteLLM:
                     break
                 time.sleep(0.5)
         self.close()
-        raise SystemExit(f"LiteLLM did not start: see {self.log.name}")
+        tail = Path(self.log.name).read_text()[-3000:]
+        raise SystemExit(f"LiteLLM did not start:\n{tail}")
 
     def close(self) -> None:
         self.proc.kill()
@@ -78,6 +85,7 @@ class LiteLLM:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--install", action="store_true")
+    ap.add_argument("--venv", type=Path, help="where --install puts LiteLLM (default: a temp dir)")
     ap.add_argument("--litellm", type=Path)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200)
@@ -88,7 +96,7 @@ def main() -> None:
         ap.error("--install (a private virtualenv) or --litellm PATH")
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        exe = install(work / "venv") if a.install else a.litellm
+        exe = install(a.venv or work / "venv") if a.install else a.litellm
         print(f"guard --meter proxy run vs LiteLLM proxy (1 worker) vs direct; {CONDITIONS}; "
               f"{a.rounds} interleaved rounds; {os.cpu_count()} cores")
         with Upstream(4096) as small, Upstream(int(a.mb * 1e6)) as big:
