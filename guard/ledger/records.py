@@ -44,6 +44,7 @@ class RunRecord:
     cwd: str = ""
     argv: list[str] = field(default_factory=list)
     limits: dict[str, float] = field(default_factory=dict)
+    limit_sources: dict[str, str] = field(default_factory=dict)   # where each limit came from
     accuracy: str = "exact"
     guard_pid: int | None = None
     agent_pid: int | None = None
@@ -67,6 +68,7 @@ class RunRecord:
             "cwd": self.cwd,
             "argv": self.argv,
             "limits": self.limits,
+            "limit_sources": self.limit_sources,
             "accuracy": self.accuracy,
             "skipped_records": self.skipped_records,
             "usage": self.usage.as_dict(),

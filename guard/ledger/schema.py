@@ -127,6 +127,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # 8: the run plan: where each of a run's effective limits came from (flag, config, policy)
+    (8, [
+        "ALTER TABLE runs ADD COLUMN limit_sources TEXT NOT NULL DEFAULT '{{}}'",
+    ]),
 ]
 
 DIALECTS = {

@@ -29,7 +29,8 @@ def estimate(body: bytes, obj: Any) -> Estimate:
     if b"cache_control" in body:
         # A cache write costs 1.25x input (5-minute) or 2x (1-hour) instead of 1x.
         factor = 2.0 if b'"1h"' in body else 1.25
-    return Estimate(model, estimate_input_tokens(body), max_out, factor, bool(req.get("stream")))
+    return Estimate(model, estimate_input_tokens(body), max_out, factor, bool(req.get("stream")),
+                    int_field(req.get("thinking"), "budget_tokens"))
 
 
 def apply_usage(u: WireUsage, usage: Any) -> None:

@@ -29,6 +29,7 @@ class WireUsage:
     cache_read_tokens: int = 0
     model: str | None = None
     message_id: str | None = None
+    key: str | None = None        # the call's idempotency key, when the wire names one all sources share
     # Only part of the truth: the stream was cut before its final usage (output is then estimated).
     partial: bool = False
     fields: set[str] = field(default_factory=set)
@@ -47,6 +48,7 @@ class Estimate:
     max_output_tokens: int
     cache_write_factor: float = 1.0   # >1 when the request asks for cache writes (billed above input)
     stream: bool = False
+    thinking_budget: int | None = None  # a manual thinking budget (must stay below max_tokens)
 
     @property
     def tokens(self) -> int:
@@ -289,3 +291,26 @@ def readable_accept_encoding(value: str) -> str:
         if name in READABLE_ENCODINGS:
             kept.append(part.strip())
     return ", ".join(kept) or "identity"
+
+
+# Where each wire format keeps a request's output allowance, the preferred spelling first.
+_ALLOWANCE_FIELDS = {
+    "messages": ("max_tokens",),
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "completions": ("max_tokens",),
+}
+
+
+def with_output_allowance(obj: Any, kind: str, max_output: int, thinking_budget: int | None = None) -> bytes:
+    """The request body with its output allowance lowered to `max_output` (and a manual thinking
+    budget below it); everything else, the thinking type included, as the client sent it."""
+    req = dict(obj)
+    fields = _ALLOWANCE_FIELDS.get(kind, ("max_tokens",))
+    present = [f for f in fields if f in req]
+    for f in present or fields[:1]:
+        req[f] = max_output
+    thinking = req.get("thinking")
+    if thinking_budget is not None and isinstance(thinking, dict) and "budget_tokens" in thinking:
+        req["thinking"] = {**thinking, "budget_tokens": thinking_budget}
+    return json.dumps(req, separators=(",", ":")).encode()
