@@ -283,6 +283,26 @@ def _register_team_commands() -> None:
 _register_team_commands()
 
 
+def _register_history_commands() -> None:
+    from guard import cli_history
+
+    for command in cli_history.COMMANDS:
+        cli.add_command(command)
+
+
+_register_history_commands()
+
+
+def _register_dashboard_commands() -> None:
+    from guard import cli_dashboard
+
+    for command in cli_dashboard.COMMANDS:
+        cli.add_command(command)
+
+
+_register_dashboard_commands()
+
+
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
     """guard's options end at the tool name; everything after it reaches the tool verbatim."""
     i = 0

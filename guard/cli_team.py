@@ -130,8 +130,13 @@ def _dump(obj: Any) -> None:
 @click.option("--ago", type=int, default=0, help="periods back (1 = the previous one)")
 @click.option("--since", default=None, metavar="YYYY-MM-DD")
 @click.option("--until", default=None, metavar="YYYY-MM-DD", help="inclusive")
-@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day"]),
+@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day",
+                                                     "developer_day", "branch", "commit", "merge"]),
               default="developer", show_default=True)
+@click.option("--repo", "repo_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="work tree --by merge reads (default: the current directory)")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="write the dashboard's view as one static HTML file")
 @click.option("--developer", default=None)
 @click.option("--team", default=None)
 @click.option("--tool", default=None)
@@ -141,23 +146,41 @@ def _dump(obj: Any) -> None:
 @_common
 @click.pass_context
 def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, until: str | None,
-               group_by: str, developer: str | None, team: str | None, tool: str | None, top: int,
-               as_json: bool, as_csv: bool) -> None:
-    """Spend for a period, grouped by developer, team, line, tool, task, model or day."""
+               group_by: str, repo_dir: Path | None, html_file: Path | None, developer: str | None,
+               team: str | None, tool: str | None, top: int, as_json: bool, as_csv: bool) -> None:
+    """Spend for a period, grouped by developer, team, line, tool, task, model, day, developer_day,
+    branch, commit or merged branch."""
     from guard.report import build_report, resolve_range
+    from guard.report.outcome_groups import OUTCOME_GROUPS, build_outcome_report
     from guard.report.render import print_report, to_csv, to_json
 
     tc = _context(ctx)
     tz = tc.effective().get("timezone")
     lo, hi, label = resolve_range(period, time.time(), tz, ago=ago, since=since, until=until)
-    rep = build_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
-                       developer=developer, team=team, tool=tool)
+    if html_file is not None:
+        from guard.dashboard.page import write_html
+
+        write_html(html_file, tc.ledger(), tc.home, period=period, ago=ago, since=since, until=until, tz=tz)
+        click.echo(f"guard: wrote {html_file}")
+        return
+    if group_by in OUTCOME_GROUPS:
+        rep = build_outcome_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+                                   developer=developer, team=team, tool=tool, repo_dir=repo_dir)
+    else:
+        rep = build_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+                           developer=developer, team=team, tool=tool)
     if as_json:
         click.echo(to_json(rep))
     elif as_csv:
         click.echo(to_csv(rep), nl=False)
     else:
         print_report(rep)
+        if group_by == "merge":
+            from guard.report.render import print_rows
+
+            print_rows("merged into the default branch", ("branch", "spend", "commits", "merged"),
+                       [[g["key"], f"${g['spend_usd']:.2f}", g["commits"], g["merged_by"] or "no"]
+                        for g in rep.groups])
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,10 +239,10 @@ def budget_group() -> None:
     """Developer, team and budget-line ceilings."""
 
 
-def _scope(developer: str | None, team: str | None, line: str | None) -> str:
-    given = [(k, v) for k, v in (("developer", developer), ("team", team), ("line", line)) if v]
+def _scope(developer: str | None, team: str | None, line: str | None, task: str | None = None) -> str:
+    given = [(k, v) for k, v in (("developer", developer), ("team", team), ("line", line), ("task", task)) if v]
     if len(given) != 1:
-        raise ConfigError("name exactly one of --developer, --team, --line")
+        raise ConfigError("name exactly one of --developer, --team, --line" + (", --task" if task is not None else ""))
     return f"{given[0][0]}:{given[0][1]}"
 
 
@@ -227,6 +250,7 @@ def _scope(developer: str | None, team: str | None, line: str | None) -> str:
 @click.option("--developer", default=None)
 @click.option("--team", default=None)
 @click.option("--line", default=None)
+@click.option("--task", default=None, help="room above the team policy's max_usd for this task's runs")
 @click.option("--usd", required=True, help="amount added to the ceiling (e.g. 100 or $100)")
 @click.option("--reason", required=True)
 @click.option("--period", type=click.Choice(PERIODS), default=None,
@@ -234,13 +258,15 @@ def _scope(developer: str | None, team: str | None, line: str | None) -> str:
 @click.option("--by", "granted_by", default=None, help="who grants (default: your identity)")
 @_common
 @click.pass_context
-def budget_grant(ctx: click.Context, developer: str | None, team: str | None, line: str | None, usd: str,
-                 reason: str, period: str | None, granted_by: str | None) -> None:
-    """Raise a ceiling for the current period, recorded with who and why."""
+def budget_grant(ctx: click.Context, developer: str | None, team: str | None, line: str | None,
+                 task: str | None, usd: str, reason: str, period: str | None, granted_by: str | None) -> None:
+    """Raise a ceiling for the current period (or a task's policy maximum), recorded with who and why."""
     from guard.units import parse_usd
 
     tc = _context(ctx)
-    scope = _scope(developer, team, line)
+    scope = _scope(developer, team, line, task or "")
+    if task and period:
+        raise ConfigError("--period: a task's grant has no period")
     amount = parse_usd(usd, "--usd")
     who = granted_by or budgets.resolve_developer(tc.config)[0]
     budgets.grant(tc.ledger(), scope, amount, who, reason, period)
@@ -286,6 +312,37 @@ def budget_show(ctx: click.Context, developer: str | None, team: str | None, lin
             for c in ceilings]
     print_rows(f"budgets for {ident.developer}", ("ceiling", "scope", "period", "used", "in flight",
                                                   "limit", "state", "resets"), rows)
+
+
+@budget_group.command("suggest")
+@click.option("--by", "by", type=click.Choice(["task", "tool", "developer"]), default="task", show_default=True)
+@click.option("--quantile", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True)
+@click.option("--headroom", type=click.FloatRange(0, 10), default=0.25, show_default=True,
+              help="added on top of the quantile (0.25 = 25%)")
+@click.option("--days", type=click.IntRange(1), default=90, show_default=True, help="history to read")
+@click.option("--json", "as_json", is_flag=True)
+@_common
+@click.pass_context
+def budget_suggest(ctx: click.Context, by: str, quantile: float, headroom: float, days: int,
+                   as_json: bool) -> None:
+    """Ceilings from history: the quantile of what runs took, plus headroom, as YAML to paste."""
+    from guard.report.suggest import fetch_samples, per_developer_period, per_run, to_yaml
+
+    tc = _context(ctx)
+    tz = tc.effective().get("timezone")
+    until = time.time()
+    since = until - days * 86400
+    samples = fetch_samples(tc.ledger(), by, since, until)
+    if not samples:
+        click.echo(f"# guard budget suggest: no finished runs in the last {days} days to suggest from")
+        return
+    suggestions = ([per_developer_period(samples, quantile, headroom, tz)] if by == "developer"
+                   else per_run(samples, quantile, headroom))
+    if as_json:
+        _dump({"by": by, "quantile": quantile, "headroom": headroom, "days": days,
+               "suggestions": [s.as_dict() for s in suggestions]})
+    else:
+        click.echo(to_yaml(by, suggestions, quantile, headroom, since, until, tz), nl=False)
 
 
 # --------------------------------------------------------------------------------------------

@@ -114,6 +114,8 @@ def from_anthropic_usage(
     """Build an event from an Anthropic-shaped `usage` object (transcripts, proxy, usage file)."""
     def num(name: str, src: dict[str, object] = usage) -> int:
         v = src.get(name)
+        if type(v) is int:   # the common case, first: bulk imports call this for every response
+            return v if v > 0 else 0
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             return 0  # 1e400 parses as inf: a broken count is no count, not a crash
         return max(0, int(v))

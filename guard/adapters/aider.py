@@ -31,6 +31,7 @@ from guard.adapters.aider_output import (
     TerminalDecoder,
     TokenReport,
     format_tokens,
+    report_event,
 )
 from guard.adapters.aider_settings import AiderSettings, arg_value, resolve
 from guard.adapters.base import (
@@ -289,19 +290,9 @@ class AiderAdapter(Adapter):
                                     steps=1 if self.tracker.calls <= k else 0)
             self._emit(steps_only)
             return
-        self._emit(UsageEvent(
-            key=f"aider:reply:{k}",
-            source="aider_output",
-            model=self.tracker.model,
-            input_tokens=max(0, rep.sent - rep.cache_write),   # aider adds cache writes to "sent"
-            output_tokens=rep.received,
-            cache_write_tokens=rep.cache_write,
-            cache_read_tokens=rep.cache_hit,
-            cost_usd=rep.message_cost if rep.message_cost else None,
-            # the call's start was not seen in any log: its step is counted here
-            steps=1 if self.tracker.calls <= k else 0,
-            estimated=True,
-        ))
+        # the call's start was not seen in any log: its step is counted here
+        self._emit(report_event(f"aider:reply:{k}", rep, self.tracker.model,
+                                steps=1 if self.tracker.calls <= k else 0))
 
     def _gap_fill(self) -> None:
         """At the end: replies aider reported on screen or in the history but not in the log."""
@@ -351,10 +342,10 @@ class AiderAdapter(Adapter):
         self._outbox.append(("notice", (key, message)))
 
     def _emit(self, ev: UsageEvent) -> None:
-        if self.proxy and (ev.tokens or ev.cost_usd is not None):
-            # the proxy meters tokens and dollars by request id; aider's figures would double them
-            ev = UsageEvent(key=ev.key, source=ev.source, model=ev.model, steps=ev.steps,
-                            estimated=ev.estimated, interrupted=ev.interrupted, ts=ev.ts)
+        if self.proxy:
+            # the proxy meters every call by request id, main-model calls as steps: aider's own
+            # figures would double them, and its log comes too late for a step ceiling
+            return
         self._outbox.append(("emit", (ev,)))
 
     def _flush_outbox(self) -> None:

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from guard.usage import UsageEvent
+
 _NUM = r"\d+(?:\.\d+)?k?"
 _TOKENS_RE = re.compile(
     rf"Tokens: (?P<sent>{_NUM}) sent,"
@@ -85,6 +87,24 @@ class Marker:
 
 
 Item = TokenReport | Marker
+
+
+def report_event(key: str, rep: TokenReport, model: str | None, *, steps: int = 1,
+                 ts: float | None = None) -> UsageEvent:
+    """aider's printed report of one reply as an event: its own estimate, its own price."""
+    return UsageEvent(
+        key=key,
+        source="aider_output",
+        model=model,
+        input_tokens=max(0, rep.sent - rep.cache_write),   # aider adds cache writes to "sent"
+        output_tokens=rep.received,
+        cache_write_tokens=rep.cache_write,
+        cache_read_tokens=rep.cache_hit,
+        cost_usd=rep.message_cost if rep.message_cost else None,
+        steps=steps,
+        estimated=True,
+        ts=time.time() if ts is None else ts,
+    )
 
 
 def strip_ansi(text: str) -> str:

@@ -51,6 +51,10 @@ class RunRecord:
     skipped_records: int = 0
     halt: Halt | None = None
     usage: Totals = field(default_factory=Totals)
+    repo: str | None = None
+    branch: str | None = None
+    commit_before: str | None = None
+    commit_after: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -73,6 +77,10 @@ class RunRecord:
             "skipped_records": self.skipped_records,
             "usage": self.usage.as_dict(),
             "halt": self.halt.as_dict() if self.halt else None,
+            "repo": self.repo,
+            "branch": self.branch,
+            "commit_before": self.commit_before,
+            "commit_after": self.commit_after,
         }
 
 

@@ -127,6 +127,53 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # 4: history and fast reports. run_usage is the per-run, per-model sum of events, kept in the
+    # transaction that writes each event (it survives `guard prune`); events_key finds a response
+    # metered under any run (imports dedupe against live metering); import_cursors remembers how
+    # far `guard import` read each file.
+    (4, [
+        """CREATE TABLE run_usage (
+            run_id TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens {BIGINT} NOT NULL DEFAULT 0,
+            output_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_write_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_write_1h_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cache_read_tokens {BIGINT} NOT NULL DEFAULT 0,
+            cost_usd {REAL} NOT NULL DEFAULT 0,
+            steps {BIGINT} NOT NULL DEFAULT 0,
+            calls {BIGINT} NOT NULL DEFAULT 0,
+            estimated_calls {BIGINT} NOT NULL DEFAULT 0,
+            PRIMARY KEY (run_id, model)
+        )""",
+        """INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cache_write_tokens,
+            cache_write_1h_tokens, cache_read_tokens, cost_usd, steps, calls, estimated_calls)
+            SELECT run_id, COALESCE(model, ''), SUM(input_tokens), SUM(output_tokens),
+                   SUM(cache_write_tokens), SUM(cache_write_1h_tokens), SUM(cache_read_tokens),
+                   SUM(cost_usd), SUM(steps), COUNT(*), SUM(estimated)
+            FROM events GROUP BY run_id, COALESCE(model, '')""",
+        "CREATE INDEX events_key ON events(key)",
+        """CREATE TABLE import_cursors (
+            path TEXT PRIMARY KEY,
+            source TEXT NOT NULL,
+            inode {BIGINT} NOT NULL,
+            size {BIGINT} NOT NULL,
+            mtime {REAL} NOT NULL,
+            read_to {BIGINT} NOT NULL,
+            prefix_hash TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT '{{}}',
+            updated_at {REAL} NOT NULL
+        )""",
+    ]),
+    # 5: outcomes. The repository (credentials stripped), branch and the commits before and after
+    # a run, so spend can be read per branch, per commit and per merged branch.
+    (5, [
+        "ALTER TABLE runs ADD COLUMN repo TEXT",
+        "ALTER TABLE runs ADD COLUMN branch TEXT",
+        "ALTER TABLE runs ADD COLUMN commit_before TEXT",
+        "ALTER TABLE runs ADD COLUMN commit_after TEXT",
+        "CREATE INDEX runs_branch ON runs(repo, branch)",
+    ]),
     # 8: the run plan: where each of a run's effective limits came from (flag, config, policy)
     (8, [
         "ALTER TABLE runs ADD COLUMN limit_sources TEXT NOT NULL DEFAULT '{{}}'",

@@ -18,13 +18,54 @@ from guard.usage import Totals, UsageEvent
 _RUN_COLUMNS = (
     "id, tool, task, developer, team, machine, line, status, exit_code, started_at, ended_at, cwd, "
     "argv, limits, accuracy, guard_pid, agent_pid, skipped_records, halt_ceiling, halt_limit, "
-    "halt_used, halt_action, halt_message, limit_sources"
+    "halt_used, halt_action, halt_message, limit_sources, repo, branch, commit_before, commit_after"
 )
+_RUN_COLUMN_COUNT = len(_RUN_COLUMNS.split(","))
 _USAGE_SUMS = (
     "COALESCE(SUM(e.input_tokens),0), COALESCE(SUM(e.output_tokens),0), "
     "COALESCE(SUM(e.cache_write_tokens),0), COALESCE(SUM(e.cache_read_tokens),0), "
     "COALESCE(SUM(e.cost_usd),0), COALESCE(SUM(e.steps),0), COUNT(e.key)"
 )
+
+
+_UPSERT_EVENT = (
+    "INSERT INTO events (run_id, key, source, model, input_tokens, output_tokens, "
+    "cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, cost_usd, "
+    "stated_cost_usd, price_known, steps, estimated, interrupted, ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET source = excluded.source, "
+    "model = excluded.model, input_tokens = excluded.input_tokens, "
+    "output_tokens = excluded.output_tokens, cache_write_tokens = excluded.cache_write_tokens, "
+    "cache_write_1h_tokens = excluded.cache_write_1h_tokens, "
+    "cache_read_tokens = excluded.cache_read_tokens, cost_usd = excluded.cost_usd, "
+    "stated_cost_usd = excluded.stated_cost_usd, price_known = excluded.price_known, "
+    "steps = excluded.steps, estimated = excluded.estimated, "
+    "interrupted = excluded.interrupted"
+)
+# What run_usage sums, in the order of its columns after (run_id, model); `estimated` counts calls.
+_FIGURE_COLUMNS = (
+    "COALESCE(model, ''), input_tokens, output_tokens, cache_write_tokens, cache_write_1h_tokens, "
+    "cache_read_tokens, cost_usd, steps, estimated"
+)
+_ADD_RUN_USAGE = (
+    "INSERT INTO run_usage (run_id, model, input_tokens, output_tokens, cache_write_tokens, "
+    "cache_write_1h_tokens, cache_read_tokens, cost_usd, steps, calls, estimated_calls) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (run_id, model) DO UPDATE SET "
+    + ", ".join(f"{c} = run_usage.{c} + excluded.{c}" for c in (
+        "input_tokens", "output_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+        "cache_read_tokens", "cost_usd", "steps", "calls", "estimated_calls"))
+)
+
+
+def _add_figures(deltas: dict[tuple[str, str], list[float]], run_id: str, row: tuple[Any, ...],
+                 sign: int) -> None:
+    """row: (_FIGURE_COLUMNS) of one event; adds it (sign 1) or takes it away (-1), one call."""
+    d = deltas.setdefault((run_id, str(row[0])), [0] * 9)
+    for i, v in enumerate(row[1:8]):
+        d[i] += sign * v
+    d[7] += sign          # calls
+    d[8] += sign * int(row[8])
 
 
 def _totals(row: Sequence[Any]) -> Totals:
@@ -92,7 +133,7 @@ class SqlLedger(ABC):
     def create_run(self, run: RunRecord) -> None:
         with self.transaction():
             self._execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 24)})",
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * _RUN_COLUMN_COUNT)})",
                 self._run_params(run),
             )
 
@@ -104,6 +145,7 @@ class SqlLedger(ABC):
             r.guard_pid, r.agent_pid, r.skipped_records,
             h.ceiling if h else None, h.limit if h else None, h.used if h else None,
             h.action if h else None, h.message if h else None, json.dumps(r.limit_sources),
+            r.repo, r.branch, r.commit_before, r.commit_after,
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -176,33 +218,79 @@ class SqlLedger(ABC):
             cwd=row[11], argv=json.loads(row[12]), limits=json.loads(row[13]), accuracy=row[14],
             guard_pid=row[15], agent_pid=row[16], skipped_records=row[17], halt=halt,
             limit_sources=json.loads(row[23] or "{}"),
+            repo=row[24], branch=row[25], commit_before=row[26], commit_after=row[27],
         )
 
     # -- usage ------------------------------------------------------------------------------
 
     def upsert_event(self, run_id: str, ev: UsageEvent, cost_usd: float, price_known: bool) -> None:
         """Write the merged view of one model call. Idempotent: the same key replaces its row."""
-        params = (
-            run_id, ev.key, ev.source, ev.model, ev.input_tokens, ev.output_tokens,
-            ev.cache_write_tokens, ev.cache_write_1h_tokens, ev.cache_read_tokens, cost_usd,
-            ev.cost_usd, int(price_known), ev.steps, int(ev.estimated), int(ev.interrupted), ev.ts,
-        )
+        self.upsert_events([(run_id, ev, cost_usd, price_known)])
+
+    def upsert_events(self, batch: Sequence[tuple[str, UsageEvent, float, bool]]) -> None:
+        """Write many events in one transaction, and move run_usage by what each write changed.
+
+        The rollup adds the difference between a row after and before its upsert, read back from
+        the table rather than assumed: a replayed spool write or a re-read transcript line that
+        changes nothing adds nothing, and a row the upsert max-merges adds only its growth. Both
+        backends (and the PostgreSQL spool replay) write events through here."""
+        if not batch:
+            return
+        params = [
+            (run_id, ev.key, ev.source, ev.model, ev.input_tokens, ev.output_tokens,
+             ev.cache_write_tokens, ev.cache_write_1h_tokens, ev.cache_read_tokens, cost_usd,
+             ev.cost_usd, int(price_known), ev.steps, int(ev.estimated), int(ev.interrupted), ev.ts)
+            for run_id, ev, cost_usd, price_known in batch
+        ]
+        ids = {(p[0], p[1]) for p in params}
         with self.transaction():
-            self._execute(
-                "INSERT INTO events (run_id, key, source, model, input_tokens, output_tokens, "
-                "cache_write_tokens, cache_write_1h_tokens, cache_read_tokens, cost_usd, "
-                "stated_cost_usd, price_known, steps, estimated, interrupted, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (run_id, key) DO UPDATE SET source = excluded.source, "
-                "model = excluded.model, input_tokens = excluded.input_tokens, "
-                "output_tokens = excluded.output_tokens, cache_write_tokens = excluded.cache_write_tokens, "
-                "cache_write_1h_tokens = excluded.cache_write_1h_tokens, "
-                "cache_read_tokens = excluded.cache_read_tokens, cost_usd = excluded.cost_usd, "
-                "stated_cost_usd = excluded.stated_cost_usd, price_known = excluded.price_known, "
-                "steps = excluded.steps, estimated = excluded.estimated, "
-                "interrupted = excluded.interrupted",
-                params,
-            )
+            before = self._event_figures(ids)
+            self._executemany(_UPSERT_EVENT, params)
+            after = self._event_figures(ids)
+            deltas: dict[tuple[str, str], list[float]] = {}
+            for ident, row in after.items():
+                _add_figures(deltas, ident[0], row, 1)
+                old = before.get(ident)
+                if old is not None:
+                    _add_figures(deltas, ident[0], old, -1)
+            changed = [(run, model, *d) for (run, model), d in deltas.items() if any(d)]
+            if changed:
+                self._executemany(_ADD_RUN_USAGE, changed)
+
+    def _event_figures(self, ids: set[tuple[str, str]]) -> dict[tuple[str, str], tuple[Any, ...]]:
+        keys = sorted({k for _, k in ids})
+        out: dict[tuple[str, str], tuple[Any, ...]] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            for row in self._execute(
+                    f"SELECT run_id, key, {_FIGURE_COLUMNS} FROM events WHERE key IN "
+                    f"({', '.join('?' * len(chunk))})", chunk):
+                if (row[0], row[1]) in ids:
+                    out[(row[0], row[1])] = tuple(row[2:])
+        return out
+
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement over many parameter rows; a dialect may do it in one round trip."""
+        for row in rows:
+            self._execute(sql, row)
+
+    def events_by_key(self, keys: Sequence[str]) -> dict[str, tuple[str, UsageEvent, float]]:
+        """The rows already metered under these keys, in any run: key -> (run_id, event, cost)."""
+        out: dict[str, tuple[str, UsageEvent, float]] = {}
+        uniq = sorted(set(keys))
+        for i in range(0, len(uniq), 500):
+            chunk = uniq[i:i + 500]
+            for r in self._execute(
+                    "SELECT run_id, key, source, model, input_tokens, output_tokens, cache_write_tokens, "
+                    "cache_write_1h_tokens, cache_read_tokens, stated_cost_usd, steps, estimated, "
+                    f"interrupted, ts, cost_usd FROM events WHERE key IN ({', '.join('?' * len(chunk))})",
+                    chunk):
+                out[r[1]] = (r[0], UsageEvent(
+                    key=r[1], source=r[2], model=r[3], input_tokens=r[4], output_tokens=r[5],
+                    cache_write_tokens=r[6], cache_write_1h_tokens=r[7], cache_read_tokens=r[8],
+                    cost_usd=r[9], steps=r[10], estimated=bool(r[11]), interrupted=bool(r[12]), ts=r[13]),
+                    float(r[14]))
+        return out
 
     _EVENT_COLUMNS = ("key, source, model, input_tokens, output_tokens, cache_write_tokens, "
                       "cache_write_1h_tokens, cache_read_tokens, cost_usd, stated_cost_usd, price_known, "

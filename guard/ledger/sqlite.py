@@ -40,6 +40,13 @@ class SqliteLedger(SqlLedger):
             except sqlite3.Error as e:
                 raise LedgerError(f"ledger {self.path}: {e}") from None
 
+    def _executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self._lock:
+            try:
+                self._conn.executemany(sql, [tuple(r) for r in rows])
+            except sqlite3.Error as e:
+                raise LedgerError(f"ledger {self.path}: {e}") from None
+
     @contextmanager
     def _outermost_transaction(self) -> Iterator[None]:
         # BEGIN IMMEDIATE: writers queue on the lock up front instead of failing on the upgrade

@@ -12,10 +12,13 @@ from guard.proxy.wire import (
     Estimate,
     MarkerEvents,
     SSESplitter,
+    StreamedOutput,
     WireUsage,
+    content_bytes,
     estimate_input_tokens,
     int_field,
     load_json,
+    output_tokens_for,
     sse_data,
 )
 
@@ -54,7 +57,7 @@ def estimate(body: bytes, obj: Any, kind: Kind) -> Estimate:
         max_out = (int_field(req, "max_completion_tokens") or int_field(req, "max_tokens")
                    or DEFAULT_MAX_OUTPUT_TOKENS)
         max_out *= max(1, int_field(req, "n") or 1)   # n choices: n outputs billed
-    return Estimate(model, estimate_input_tokens(body), max_out, 1.0, bool(req.get("stream")))
+    return Estimate(model, estimate_input_tokens(body, model), max_out, 1.0, bool(req.get("stream")))
 
 
 def ask_stream_usage(obj: Any, kind: Kind) -> bytes | None:
@@ -101,6 +104,9 @@ def usage_from_body(obj: Any, kind: Kind) -> WireUsage:
     if isinstance(obj, dict):
         _ids(u, obj, kind)
         apply_usage(u, obj.get("usage"), kind)
+        if "output_tokens" not in u.fields:
+            out = obj.get("output") if kind == "responses" else obj.get("choices")
+            u.output_estimate = output_tokens_for(content_bytes(json.dumps(out).encode()))
     return u
 
 
@@ -129,16 +135,16 @@ class StreamReader:
         self.usage = WireUsage()
         self._sse = SSESplitter()
         self._events = MarkerEvents((b"response.created", *_RESPONSE_END) if kind == "responses" else _CHAT_USAGE)
-        self._bytes = 0
+        self._out = StreamedOutput()
 
     def feed(self, data: bytes) -> None:
-        self._bytes += len(data)
+        self._out.feed(data)
         for ev in self._events.feed(data):
             self._event(ev)
 
     def filter(self, data: bytes) -> bytes:
         """Feed raw (uncompressed) bytes; return what the client should get now."""
-        self._bytes += len(data)
+        self._out.feed(data)
         out = []
         for ev in self._sse.feed(data):
             if self._event(ev):
@@ -173,11 +179,12 @@ class StreamReader:
 
     def result(self, complete: bool) -> WireUsage:
         u = self.usage
+        u.output_estimate = self._out.tokens()
         if "output_tokens" not in u.fields:
             u.partial = True
-            # Cut (or a server that ignores include_usage): estimate the output from the bytes
-            # streamed (~100 bytes of JSON framing per chunk of a few tokens).
-            u.output_tokens = max(u.output_tokens, self._bytes // 40)
+            # Cut (or a server that ignores include_usage): estimate the output from the text
+            # and tool-call arguments streamed.
+            u.output_tokens = max(u.output_tokens, u.output_estimate)
         return u
 
 

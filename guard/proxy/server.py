@@ -26,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate
+from guard.proxy.steps import is_step
 from guard.proxy.wire import (
     Dechunker,
     Estimate,
@@ -244,15 +245,25 @@ class ProxyCore:
                          f"{max_output} tokens, so that its worst case fits the ceilings")
 
     def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
-               request_id: str | None, complete: bool) -> None:
-        """Emit the request's usage (if it has any). Called before the reservation is released."""
+               request_id: str | None, complete: bool, step: bool = False) -> None:
+        """Emit the request's usage (if it has any). Called before the reservation is released.
+
+        The provider's own count wins. Where it is missing (no usage sent, the stream cut, the
+        client gone), the event is estimated: the input from the request, the output from the
+        text and tool input that came back, never above the request's max_tokens; and flagged
+        `estimated`, which makes the run's accuracy `estimated`."""
         if wu is None:
             return
         ok = 200 <= status < 300
-        if not wu.seen and not (ok and complete):
-            return   # an error without usage, or a cut before the first byte: nothing billed we know of
-        estimated = wu.partial or not wu.seen
-        input_tokens = wu.input_tokens if "input_tokens" in wu.fields else est.input_tokens
+        if not wu.seen and not ok:
+            return   # an error without usage: nothing billed that we know of
+        has_input = "input_tokens" in wu.fields
+        has_output = "output_tokens" in wu.fields and not wu.partial
+        estimated = not (has_input and has_output)
+        input_tokens = wu.input_tokens if has_input else est.input_tokens
+        output_tokens = wu.output_tokens
+        if not has_output:
+            output_tokens = min(max(wu.output_tokens, wu.output_estimate), est.max_output_tokens)
         if wu.key:
             key = wu.key
         elif request_id:
@@ -266,12 +277,11 @@ class ProxyCore:
             source="proxy",
             model=wu.model or est.model,
             input_tokens=input_tokens,
-            output_tokens=min(wu.output_tokens, est.max_output_tokens) if wu.partial else wu.output_tokens,
+            output_tokens=output_tokens,
             cache_write_tokens=wu.cache_write_tokens,
             cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
             cache_read_tokens=wu.cache_read_tokens,
-            # a step of `guard run` or Codex is a model call (Codex's rollout counts one per response)
-            steps=1 if route.tool in ("run", "codex") else 0,
+            steps=1 if step else 0,   # guard.proxy.steps: the same rule admission counted it by
             estimated=estimated,
             interrupted=not complete,
         )
@@ -637,7 +647,8 @@ class _Exchange:
             if not complete or not wu.seen:
                 wu.partial = True
         try:
-            self.core.settle(self.route, self.estimate, wu, status, request_id, complete)
+            self.core.settle(self.route, self.estimate, wu, status, request_id, complete,
+                             is_step(self.route.tool, self.estimate, self.body))
         except Exception:
             log.exception("guard proxy: could not record a request's usage")
 

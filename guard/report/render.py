@@ -15,7 +15,7 @@ from guard.units import format_count
 
 GROUP_COLUMNS = ("key", "spend_usd", "tokens", "input_tokens", "output_tokens", "cache_write_tokens",
                  "cache_read_tokens", "runs", "avg_usd", "p50_usd", "p90_usd", "halted_runs",
-                 "exhaustion_rate", "vs_team_median")
+                 "finished_runs", "exhaustion_rate", "vs_team_median")
 
 
 def to_json(report: Report) -> str:
@@ -26,6 +26,8 @@ def to_csv(report: Report) -> str:
     """One row per group (the first column is named after the grouping)."""
     buf = io.StringIO()
     cols = [c for c in GROUP_COLUMNS if c != "vs_team_median" or report.group_by == "developer"]
+    if report.group_by == "developer_day":
+        cols = ["developer", "day", *cols[1:]]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([report.group_by if c == "key" else c for c in cols])
     for g in report.groups:
@@ -42,7 +44,10 @@ def print_report(report: Report, out: IO[str] | None = None, width: int | None =
     t = report.totals
     console.print(f"[bold]{report.label}[/bold] ({report.timezone}): {_usd(t['spend_usd'])} over "
                   f"{t['runs']} runs by {t['developers']} developers; "
-                  f"{t['exhaustion_rate']:.0%} of runs halted by a ceiling")
+                  f"{t['exhaustion_rate']:.0%} of finished runs halted by a ceiling")
+    if report.group_by == "developer_day":
+        console.print(developer_day_table(report))
+        return
     table = Table(title=f"by {report.group_by}", title_justify="left")
     table.add_column(report.group_by)
     for name in ("spend", "tokens", "runs", "avg/run", "p50", "p90", "halted"):
@@ -78,3 +83,20 @@ def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
     for r in rows:
         table.add_row(*[str(x) for x in r])
     console.print(table)
+
+
+def developer_day_table(report: Report) -> Table:
+    """Developers down, days across: who spent what, when."""
+    days = sorted({g["day"] for g in report.groups})
+    cells: dict[str, dict[str, float]] = {}
+    for g in report.groups:
+        cells.setdefault(g["developer"], {})[g["day"]] = g["spend_usd"]
+    table = Table(title="spend by developer and day", title_justify="left")
+    table.add_column("developer")
+    for d in days:
+        table.add_column(d[5:], justify="right")
+    table.add_column("total", justify="right")
+    for dev in sorted(cells):
+        row = cells[dev]
+        table.add_row(dev, *[_usd(row[d]) if d in row else "-" for d in days], _usd(sum(row.values())))
+    return table

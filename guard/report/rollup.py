@@ -5,6 +5,7 @@ so run counts, per-run percentiles and the exhaustion rate are about whole runs.
 """
 from __future__ import annotations
 
+import heapq
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -17,9 +18,22 @@ from guard.ledger.periods import PERIODS, period_bounds, period_label, zone
 from guard.ledger.reservations import _routed
 from guard.ledger.sql import SqlLedger
 
-GROUPS = ("developer", "team", "line", "tool", "task", "model", "day")
+GROUPS = ("developer", "team", "line", "tool", "task", "model", "day", "developer_day")
 # Halts that mean "a budget ran out" (not a stuck loop or an unknown price).
 BUDGET_CEILINGS = frozenset({"usd", "tokens", "steps", "time", "developer_usd", "team_usd", "line_usd"})
+# Runs still going have no outcome yet; imported runs had no ceiling to hit.
+UNFINISHED = frozenset({"running", "paused"})
+IMPORTED = "imported"     # runs.accuracy of a run read by `guard import`
+EXHAUSTION_FORMULA = ("runs halted or refused by a budget ceiling (usd, tokens, steps, time, developer_usd, "
+                      "team_usd, line_usd) / finished runs started in the period (not running or paused, "
+                      "not imported)")
+
+Kinds = tuple[int, int, int, int]
+
+
+def canonical_model(model: str) -> str:
+    """One row per model however a tool spelled it: `openai/gpt-4o` and `gpt-4o` are one."""
+    return model.rsplit("/", 1)[-1] if model else "(unknown)"
 
 
 @dataclass
@@ -33,12 +47,13 @@ class RunRow:
     status: str
     halt_ceiling: str | None
     started_at: float
+    accuracy: str = "exact"
     cost: float = 0.0
     input_tokens: int = 0
     output_tokens: int = 0
     cache_write_tokens: int = 0
     cache_read_tokens: int = 0
-    by_model: dict[str, list[float]] = field(default_factory=dict)  # model -> [cost, tokens]
+    by_model: dict[str, tuple[float, Kinds]] = field(default_factory=dict)  # model -> (cost, kinds)
 
     @property
     def tokens(self) -> int:
@@ -47,6 +62,11 @@ class RunRow:
     @property
     def budget_halted(self) -> bool:
         return self.status in ("halted", "refused") and (self.halt_ceiling or "") in BUDGET_CEILINGS
+
+    @property
+    def finished(self) -> bool:
+        """In the exhaustion rate's denominator."""
+        return self.status not in UNFINISHED and self.accuracy != IMPORTED
 
 
 @dataclass
@@ -59,6 +79,8 @@ class Group:
     cache_read_tokens: int = 0
     run_costs: dict[str, float] = field(default_factory=dict)
     halted: int = 0
+    finished: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def runs(self) -> int:
@@ -72,6 +94,7 @@ class Group:
         costs = sorted(self.run_costs.values())
         return {
             "key": self.key,
+            **self.labels,
             "spend_usd": round(self.spend_usd, 6),
             "tokens": self.tokens,
             "input_tokens": self.input_tokens,
@@ -83,7 +106,8 @@ class Group:
             "p50_usd": round(percentile(costs, 50), 6),
             "p90_usd": round(percentile(costs, 90), 6),
             "halted_runs": self.halted,
-            "exhaustion_rate": round(self.halted / self.runs, 4) if self.runs else 0.0,
+            "finished_runs": self.finished,
+            "exhaustion_rate": round(self.halted / self.finished, 4) if self.finished else 0.0,
         }
 
 
@@ -151,48 +175,77 @@ def resolve_range(period: str | None, now: float, tz: str | None, *, ago: int = 
     return lo, hi, period_label(period, lo, z)
 
 
-def fetch_runs(ledger: SqlLedger, since: float, until: float) -> list[RunRow]:
-    def q(led: SqlLedger) -> tuple[list[Any], list[Any]]:
-        runs = led._execute(
-            "SELECT id, tool, task, developer, team, line, status, halt_ceiling, started_at FROM runs "
-            "WHERE started_at >= ? AND started_at < ?", (since, until))
-        usage = led._execute(
-            "SELECT e.run_id, COALESCE(e.model, ''), SUM(e.cost_usd), SUM(e.input_tokens), "
-            "SUM(e.output_tokens), SUM(e.cache_write_tokens), SUM(e.cache_read_tokens) "
-            "FROM events e JOIN runs r ON r.id = e.run_id "
-            "WHERE r.started_at >= ? AND r.started_at < ? GROUP BY e.run_id, e.model", (since, until))
-        return runs, usage
+_RUN_FIELDS = "r.id, r.tool, r.task, r.developer, r.team, r.line, r.status, r.halt_ceiling, r.started_at, r.accuracy"
+_SUMS = ("COALESCE(SUM(u.cost_usd), 0), COALESCE(SUM(u.input_tokens), 0), COALESCE(SUM(u.output_tokens), 0), "
+         "COALESCE(SUM(u.cache_write_tokens), 0), COALESCE(SUM(u.cache_read_tokens), 0)")
 
-    runs, usage = _routed(ledger, q, spool_ok=False)
-    rows = {r[0]: RunRow(*r) for r in runs}
-    for run_id, model, cost, i, o, cw, cr in usage:
-        row = rows.get(run_id)
+
+def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool = True,
+               developer: str | None = None, team: str | None = None, tool: str | None = None) -> list[RunRow]:
+    """The runs started in [since, until) with their usage, read from the run_usage rollup: one
+    row per run (per run and model with `by_model`), however many events they hold."""
+    where = ["r.started_at >= ?", "r.started_at < ?"]
+    params: list[Any] = [since, until]
+    for col, val in (("developer", developer), ("team", team), ("tool", tool)):
+        if val is not None:
+            where.append(f"r.{col} = ?")
+            params.append(val)
+    cond = " AND ".join(where)
+
+    def q(led: SqlLedger) -> list[Any]:
+        if by_model:   # one row per run and model: the run's figures are summed from them
+            return led._execute(
+                f"SELECT {_RUN_FIELDS}, u.cost_usd, u.input_tokens, u.output_tokens, u.cache_write_tokens, "
+                "u.cache_read_tokens, u.model FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id "
+                f"AND u.calls > 0 WHERE {cond}", params)
+        return led._execute(
+            f"SELECT {_RUN_FIELDS}, {_SUMS}, NULL FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id "
+            f"AND u.calls > 0 WHERE {cond} GROUP BY r.id", params)
+
+    rows: dict[str, RunRow] = {}
+    for r in _routed(ledger, q, spool_ok=False):
+        row = rows.get(r[0])
         if row is None:
+            row = rows[r[0]] = RunRow(id=r[0], tool=r[1], task=r[2], developer=r[3], team=r[4], line=r[5],
+                                      status=r[6], halt_ceiling=r[7], started_at=r[8], accuracy=r[9])
+        if r[10] is None:
             continue
-        row.cost += float(cost)
-        row.input_tokens += int(i)
-        row.output_tokens += int(o)
-        row.cache_write_tokens += int(cw)
-        row.cache_read_tokens += int(cr)
-        row.by_model[model or "(unknown)"] = [float(cost), int(i) + int(o) + int(cw) + int(cr)]
+        cost, i, o, cw, cr = float(r[10]), int(r[11]), int(r[12]), int(r[13]), int(r[14])
+        row.cost += cost
+        row.input_tokens += i
+        row.output_tokens += o
+        row.cache_write_tokens += cw
+        row.cache_read_tokens += cr
+        if by_model:
+            name = canonical_model(r[15])
+            c0, k0 = row.by_model.get(name, (0.0, (0, 0, 0, 0)))
+            row.by_model[name] = (c0 + cost, (k0[0] + i, k0[1] + o, k0[2] + cw, k0[3] + cr))
     return list(rows.values())
 
 
 def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str = "developer",
                  tz: str | None = None, label: str = "", top: int = 10,
                  developer: str | None = None, team: str | None = None,
-                 tool: str | None = None) -> Report:
+                 tool: str | None = None, fetched: Sequence[RunRow] | None = None) -> Report:
+    """`fetched`: the runs `fetch_runs` returned for this range, when the caller builds several
+    reports over one read."""
     if group_by not in GROUPS:
         raise ConfigError(f"--by {group_by}: not one of {', '.join(GROUPS)}")
     z = zone(tz)
-    runs = [r for r in fetch_runs(ledger, since, until)
-            if (developer is None or r.developer == developer) and (team is None or r.team == team)
-            and (tool is None or r.tool == tool)]
+    if fetched is None:
+        runs = fetch_runs(ledger, since, until, by_model=group_by == "model", developer=developer, team=team,
+                          tool=tool)
+    else:
+        runs = [r for r in fetched
+                if (developer is None or r.developer == developer) and (team is None or r.team == team)
+                and (tool is None or r.tool == tool)]
     groups: dict[str, Group] = defaultdict(lambda: Group(""))
 
-    def add(key: str, r: RunRow, cost: float, tokens: tuple[int, int, int, int]) -> None:
+    def add(key: str, r: RunRow, cost: float, tokens: Kinds, labels: dict[str, str] | None = None) -> None:
         g = groups[key]
         g.key = key
+        if labels:
+            g.labels = labels
         g.spend_usd += cost
         g.input_tokens += tokens[0]
         g.output_tokens += tokens[1]
@@ -200,6 +253,7 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         g.cache_read_tokens += tokens[3]
         if r.id not in g.run_costs:
             g.halted += r.budget_halted
+            g.finished += r.finished
         g.run_costs[r.id] = g.run_costs.get(r.id, 0.0) + cost
 
     for r in runs:
@@ -207,9 +261,12 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         if group_by == "model":
             if not r.by_model:
                 add("(no calls)", r, 0.0, (0, 0, 0, 0))
-            for model, (cost, tokens) in r.by_model.items():
-                # token kinds per model are not kept apart: attribute the total as input
-                add(model, r, cost, (int(tokens), 0, 0, 0))
+            for model, (cost, model_kinds) in r.by_model.items():
+                add(model, r, cost, model_kinds)
+            continue
+        if group_by == "developer_day":
+            day = datetime.fromtimestamp(r.started_at, z).date().isoformat()
+            add(f"{r.developer} {day}", r, r.cost, kinds, {"developer": r.developer, "day": day})
             continue
         if group_by == "day":
             key = datetime.fromtimestamp(r.started_at, z).date().isoformat()
@@ -218,7 +275,12 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         add(str(key), r, r.cost, kinds)
 
     group_dicts = [g.as_dict() for g in groups.values()]
-    group_dicts.sort(key=lambda d: (d["key"]) if group_by == "day" else (-d["spend_usd"], d["key"]))
+    if group_by == "day":
+        group_dicts.sort(key=lambda d: d["key"])
+    elif group_by == "developer_day":
+        group_dicts.sort(key=lambda d: (d["developer"], d["day"]))
+    else:
+        group_dicts.sort(key=lambda d: (-d["spend_usd"], d["key"]))
 
     per_dev: dict[str, float] = defaultdict(float)
     for r in runs:
@@ -230,6 +292,7 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
 
     all_costs = sorted(r.cost for r in runs)
     halted = sum(r.budget_halted for r in runs)
+    finished = sum(r.finished for r in runs)
     spend = sum(all_costs)
     totals = {
         "spend_usd": round(spend, 6),
@@ -239,14 +302,17 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         "p50_usd": round(percentile(all_costs, 50), 6),
         "p90_usd": round(percentile(all_costs, 90), 6),
         "halted_runs": halted,
-        "exhaustion_rate": round(halted / len(runs), 4) if runs else 0.0,
+        "finished_runs": finished,
+        "exhaustion_rate": round(halted / finished, 4) if finished else 0.0,
+        "exhaustion_formula": EXHAUSTION_FORMULA,
+        "imported_runs": sum(r.accuracy == IMPORTED for r in runs),
         "developers": len(per_dev),
     }
     top_runs = [
         {"id": r.id, "developer": r.developer, "tool": r.tool, "task": r.task, "status": r.status,
          "cost_usd": round(r.cost, 6), "tokens": r.tokens, "halt_ceiling": r.halt_ceiling,
          "started_at": datetime.fromtimestamp(r.started_at, z).isoformat(timespec="seconds")}
-        for r in sorted(runs, key=lambda r: -r.cost)[:top]
+        for r in heapq.nlargest(top, runs, key=lambda r: r.cost)
     ]
     return Report(since=since, until=until, label=label, timezone=str(z.key), group_by=group_by,
                   groups=group_dicts, totals=totals, top_runs=top_runs,

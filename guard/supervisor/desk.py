@@ -23,27 +23,13 @@ from guard.governor.events import (
     SharedRefused,
 )
 from guard.proxy.gate import Verdict
+from guard.proxy.steps import is_step
 from guard.proxy.wire import Estimate
 
 HELD_POLL = 0.2      # how often a held request looks whether its client is still there
 # A frozen client cannot hang up; its timers that ran out during the pause fire once it is thawed.
 # A held request waits this long after being released, and is dropped if its client left.
 THAW_SETTLE = 0.25
-
-# aider's calls that are not steps: commit messages and history summaries (its weak model), and
-# cache keep-alive pings (max_tokens 1)
-_AIDER_NOT_STEPS = (b"generates concise, one-line Git commit messages", b"*Briefly* summarize this")
-
-
-def is_step(tool: str, est: Estimate, body: bytes) -> bool:
-    """Which requests count as steps on the wire: every model call of `run`; aider's main-model
-    calls. Claude Code's steps are tool calls, counted from responses, not requests."""
-    if tool == "run":
-        return True
-    if tool == "aider":
-        return est.max_output_tokens > 1 and not any(m in body for m in _AIDER_NOT_STEPS)
-    return False
-
 
 @dataclass
 class _Slot:

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from guard import otel_export, outcomes
 from guard.adapters.base import Adapter
 from guard.environment import Environment
 from guard.errors import ExitStatus, Refused
@@ -109,7 +110,8 @@ class Supervisor:
         return RunRecord(id=self.run_id, tool=self.plan.tool, task=self.task, developer=i.developer, team=i.team,
                          machine=i.machine, line=i.line, started_at=self.started_at, cwd=str(self.envr.cwd),
                          argv=self.tool_args, limits=dict(self.state.limits),
-                         limit_sources=self.plan.limit_sources(), guard_pid=os.getpid(), **kw)
+                         limit_sources=self.plan.limit_sources(), guard_pid=os.getpid(),
+                         **outcomes.capture_start(self.envr.cwd), **kw)
 
     def execute(self) -> int:
         for line in self.plan.notices:
@@ -287,7 +289,9 @@ class Supervisor:
             reservations.release_run(self.ledger, self.run_id)
         halted = self.state.halted
         self.ledger.update_run(self.run_id, status="halted" if halted else "completed", exit_code=self.exit_code,
-                               ended_at=time.time(), skipped_records=self.adapter.skipped_records())
+                               ended_at=time.time(), skipped_records=self.adapter.skipped_records(),
+                               **outcomes.capture_end(self.envr.cwd))
+        otel_export.export_run(self.ledger, self.run_id, self.envr.env)
         self._write_state()
         self.sink.close()
         self.fx.farewell(self.state.halt if halted else None, self.meter.totals, self.adapter.skipped_records())
