@@ -104,7 +104,7 @@ def race(url: str, tmp: Path, team_limit: float) -> int:
     assert 2.0 + held_team <= team_limit + 1e-9    # nor the team's
     binding = min(DEV_LIMIT, team_limit)
     assert binding - (2.0 + held_dev) < COST       # and filled: the refusals were real
-    assert sum(1 for n in admitted.values() if n) > 1  # contention was real
+    # (which process wins how many is the scheduler's business: a tight ceiling may go to one)
     return total
 
 
