@@ -4,13 +4,15 @@
 
 Each writer is a process with its own connection (as separate guards are), upserting events
 one transaction each, as the meter does. PostgreSQL (GUARD_TEST_PG or --pg) runs in a scratch
-schema that is dropped afterwards. Target: >= 1,000 events/s on PostgreSQL.
+schema that is dropped afterwards, whatever happens (a crash, Ctrl-C, SIGTERM). Target: >= 1,000
+events/s on PostgreSQL.
 """
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -23,6 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from guard.ledger import open_ledger  # noqa: E402
 from guard.ledger.records import RunRecord  # noqa: E402
 from guard.usage import UsageEvent  # noqa: E402
+
+
+def with_search_path(url: str, schema: str) -> str:
+    from urllib.parse import quote
+
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # so the finally that drops the scratch schema runs
 
 
 def writer(url: str, home: str, wid: int, n: int, start: Any, out: Any) -> None:
@@ -48,11 +61,16 @@ def measure(url: str, events: int, writers: int) -> float:
             p.start()
         start.wait()
         t0 = time.perf_counter()
-        for _ in procs:
-            out.get(timeout=600)
-        wall = time.perf_counter() - t0
-        for p in procs:
-            p.join()
+        try:
+            for _ in procs:
+                out.get(timeout=600)
+        finally:
+            wall = time.perf_counter() - t0
+            for p in procs:
+                p.join(timeout=10)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
     return per * writers / wall
 
 
@@ -68,17 +86,17 @@ def main() -> None:
         open_ledger(url, Path(d)).close()
         for w in counts:
             print(f"sqlite      writers={w}: {measure(url, args.events, w):8.0f} events/s", flush=True)
-    try:
-        import psycopg
+    import psycopg
 
-        schema = f"guard_bench_{uuid.uuid4().hex[:8]}"
+    schema = f"guard_bench_{uuid.uuid4().hex[:8]}"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGHUP, _raise_interrupt)
+    try:
         with psycopg.connect(args.pg, autocommit=True, connect_timeout=5) as c:
             c.execute(f'CREATE SCHEMA "{schema}"')
-    except Exception as e:  # noqa: BLE001
-        print(f"postgresql: skipped ({e})")
+    except psycopg.Error as e:
+        print(f"postgresql: skipped ({str(e).strip().splitlines()[0]})")
         return
-    from tests.pgtest import with_search_path
-
     url = with_search_path(args.pg, schema)
     try:
         with tempfile.TemporaryDirectory() as d:
@@ -87,8 +105,8 @@ def main() -> None:
             rate = measure(url, args.events, w)
             print(f"postgresql  writers={w}: {rate:8.0f} events/s  (target >= 1000)", flush=True)
     finally:
-        with psycopg.connect(args.pg, autocommit=True) as c:
-            c.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        with psycopg.connect(args.pg, autocommit=True, connect_timeout=10) as c:
+            c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 if __name__ == "__main__":

@@ -1,152 +1,118 @@
-"""What the metering proxy adds on loopback: time to first byte and total time of a small
-streamed response (p50/p90 over many requests, keep-alive connections), and the throughput of a
-10 MB streamed response, through the proxy vs straight to the upstream.
+"""The metering proxy as users get it: `guard --meter proxy run -- CLIENT` (run loop, pricing
+and ledger included) against the same client talking straight to the upstream, interleaved in one
+run, idle and with both cores busy:
 
-    python bench/proxy_latency.py [--requests 300] [--mb 10]
+- req/s with 8 keep-alive connections (small streamed response);
+- a 10 MB streamed response, MB/s;
+- added time to first byte, p50 and p99 (sequential requests on one connection);
+- guard's CPU per proxied request (psutil cpu_times of the guard process / requests).
 
-Targets (issue 5): p50 added TTFB <= 5 ms; 10 MB throughput >= 80% of direct."""
+    python bench/proxy_latency.py [--rounds 3] [--requests 300] [--seconds 2] [--mb 10]
+"""
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
+import os
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
-from urllib.parse import urlsplit
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from _common import bench_env, pct
+from _load import CONDITIONS, busy_cores
+from _upstream import Upstream
 
-from guard.pricing import Pricer  # noqa: E402
-from guard.proxy import OpenGate, start_proxy  # noqa: E402
-from tests.fakes.proxy_upstreams import RecordingSink  # noqa: E402
-
-BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 1024, "stream": True,
-                   "messages": [{"role": "user", "content": "hello " * 500}]}).encode()
+HERE = Path(__file__).resolve().parent
+CLIENT = str(HERE / "_client.py")
+TIMEOUT = 300
 
 
-def timed_requests(base: str, n: int) -> tuple[list[float], list[float]]:
-    u = urlsplit(base)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-    ttfb, total = [], []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        conn.request("POST", u.path + "/v1/messages", body=BODY,
-                     headers={"content-type": "application/json", "x-api-key": "bench"})
-        resp = conn.getresponse()
-        resp.read1(1)
-        t1 = time.perf_counter()
-        while resp.read1(65536):
-            pass
-        t2 = time.perf_counter()
-        ttfb.append((t1 - t0) * 1000)
-        total.append((t2 - t0) * 1000)
-    conn.close()
-    return ttfb, total
-
-
-def throughput(base: str, repeats: int) -> float:
-    u = urlsplit(base)
-    rates = []
-    for _ in range(repeats):
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
-        t0 = time.perf_counter()
-        conn.request("POST", u.path + "/v1/messages", body=BODY, headers={"content-type": "application/json"})
-        resp = conn.getresponse()
-        n = 0
-        while data := resp.read1(1 << 20):
-            n += len(data)
-        rates.append(n / (time.perf_counter() - t0) / 1e6)
-        conn.close()
-    return statistics.median(rates)
-
-
-def pct(xs: list[float], p: float) -> float:
-    return sorted(xs)[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def client(args: argparse.Namespace) -> None:
-    """Measure from a separate process, as an agent would (one GIL per process)."""
-    if args.mode == "latency":
-        timed_requests(args.url, 20)                  # warm-up: pricing caches, pools
-        ttfb, total = timed_requests(args.url, args.requests)
-        print(json.dumps({"ttfb": ttfb, "total": total}))
+def run_client(base: str, args: list[str], guard_home: Path | None) -> dict | None:
+    """One client run, direct (guard_home None) or under guard; None if it failed or hung."""
+    if guard_home is None:
+        env = {**os.environ, "ANTHROPIC_BASE_URL": base}
+        argv = [sys.executable, CLIENT, *args]
     else:
-        print(json.dumps({"rate": throughput(args.url, args.repeats)}))
+        env = {**bench_env(guard_home), "ANTHROPIC_BASE_URL": base}
+        argv = [sys.executable, "-m", "guard", "--meter", "proxy", "run", "--",
+                sys.executable, CLIENT, *args, "--parent-cpu"]
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=TIMEOUT,
+                             stdin=subprocess.DEVNULL, cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return None
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+    if out.returncode != 0 or not lines:
+        sys.stderr.write(f"client {' '.join(args)} failed ({out.returncode}): {out.stderr[-400:]}\n")
+        return None
+    return json.loads(lines[-1])  # type: ignore[no-any-return]
 
 
-def run_client(mode: str, url: str, args: argparse.Namespace) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--client", mode, "--url", url,
-                          "--requests", str(args.requests), "--repeats", str(args.repeats)],
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+def measure(small: str, big: str, a: argparse.Namespace, home: Path) -> dict[str, dict[str, list]]:
+    got: dict[str, dict[str, list]] = {p: {"rps": [], "mb_s": [], "ttfb": [], "cpu_ms": []}
+                                       for p in ("direct", "guard")}
+    for r in range(a.rounds):
+        for path in ("direct", "guard"):  # interleaved: both see the same machine
+            gh = home / f"{path}{r}" if path == "guard" else None
+            res = run_client(small, ["rps", "8", str(a.seconds)], gh)
+            if res:
+                got[path]["rps"].append(res["rps"])
+                if "parent_cpu_s" in res:
+                    got[path]["cpu_ms"].append(res["parent_cpu_s"] * 1000 / res["requests"])
+            res = run_client(big, ["stream"], gh)
+            if res:
+                got[path]["mb_s"].append(res["mb_s"])
+            res = run_client(small, ["latency", str(a.requests)], gh)
+            if res:
+                got[path]["ttfb"].extend(res["ttfb_ms"])
+    return got
 
 
-def upstream_process(size: int, chunk: int) -> tuple[subprocess.Popen, str]:
-    """The fake upstream in its own process, like a remote API."""
-    code = ("import sys, time; sys.path.insert(0, sys.argv[3]);"
-            "from tests.fakes.proxy_upstreams import BlobUpstream;"
-            "b = BlobUpstream(int(sys.argv[1]), int(sys.argv[2])).start(); print(b.url, flush=True);"
-            "sys.stdin.read()")
-    p = subprocess.Popen([sys.executable, "-c", code, str(size), str(chunk), str(REPO)],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert p.stdout is not None
-    return p, p.stdout.readline().strip()
+def report(label: str, got: dict[str, dict[str, list]], mb: float) -> None:
+    d, g = got["direct"], got["guard"]
+    print(f"  {label}:")
+
+    def med(xs: list[float]) -> float | None:
+        return statistics.median(xs) if xs else None
+
+    def row(name: str, dv: float | None, gv: float | None, unit: str) -> None:
+        if dv is None or gv is None:
+            print(f"    {name:28s} (failed: see stderr)")
+            return
+        print(f"    {name:28s} direct {dv:9.1f} {unit:5s} guard {gv:9.1f} {unit:5s} = {gv / dv:4.0%} of direct")
+
+    row("req/s, 8 connections", med(d["rps"]), med(g["rps"]), "req/s")
+    row(f"{mb:g} MB stream", med(d["mb_s"]), med(g["mb_s"]), "MB/s")
+    if d["ttfb"] and g["ttfb"]:
+        for p in (50, 99):
+            dv, gv = pct(d["ttfb"], p), pct(g["ttfb"], p)
+            print(f"    TTFB p{p:<2d}                     direct {dv:9.2f} ms    guard {gv:9.2f} ms    "
+                  f"= +{gv - dv:.2f} ms added")
+    if g["cpu_ms"]:
+        print(f"    guard CPU per proxied request {statistics.median(g['cpu_ms']):.3f} ms "
+              f"(run loop, pricing, ledger and proxy; median over runs)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--mb", type=float, default=10)
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--client", choices=("latency", "throughput"))
-    ap.add_argument("--url")
-    args = ap.parse_args()
-    if args.client:
-        args.mode = args.client
-        client(args)
-        return
-
-    sink = RecordingSink()
-    small, small_url = upstream_process(4096, 1024)
-    big, big_url = upstream_process(int(args.mb * 1024 * 1024), 16 * 1024)
-    small_proxy = start_proxy(sink, OpenGate(), Pricer(), {"ANTHROPIC_BASE_URL": small_url})
-    big_proxy = start_proxy(sink, OpenGate(), Pricer(), {"ANTHROPIC_BASE_URL": big_url})
-    try:
-        via_small = small_proxy.client_env("run")["ANTHROPIC_BASE_URL"]
-        via_big = big_proxy.client_env("run")["ANTHROPIC_BASE_URL"]
-        d = run_client("latency", small_url, args)
-        p = run_client("latency", via_small, args)
-        # Alternate direct and proxied runs so a change in machine load hits both alike.
-        d_rates, p_rates = [], []
-        one = argparse.Namespace(**{**vars(args), "repeats": 1})
-        for _ in range(args.repeats):
-            d_rates.append(run_client("throughput", big_url, one)["rate"])
-            p_rates.append(run_client("throughput", via_big, one)["rate"])
-        d_rate, p_rate = statistics.median(d_rates), statistics.median(p_rates)
-    finally:
-        small_proxy.stop()
-        big_proxy.stop()
-        for proc in (small, big):
-            proc.kill()
-            proc.wait()
-    assert len(sink.events) >= args.requests, "the proxy did not meter every request"
-
-    print(f"requests: {args.requests} (4 KB streamed response, keep-alive, loopback; "
-          "client, proxy and upstream in separate processes)")
-    print(f"{'':10}{'direct p50':>12}{'proxy p50':>12}{'added p50':>12}{'direct p90':>12}{'proxy p90':>12}")
-    for name in ("ttfb", "total"):
-        dd, pp = d[name], p[name]
-        print(f"{name + ' ms':10}{statistics.median(dd):12.2f}{statistics.median(pp):12.2f}"
-              f"{statistics.median(pp) - statistics.median(dd):12.2f}{pct(dd, .9):12.2f}{pct(pp, .9):12.2f}")
-    ratio = p_rate / d_rate
-    print(f"{args.mb:g} MB stream: direct {d_rate:.0f} MB/s, proxy {p_rate:.0f} MB/s = {ratio:.0%} of direct")
-    added = statistics.median(p["ttfb"]) - statistics.median(d["ttfb"])
-    print(f"targets: added TTFB p50 {added:.2f} ms <= 5 ms: {'ok' if added <= 5 else 'MISSED'}; "
-          f"throughput {ratio:.0%} >= 80%: {'ok' if ratio >= 0.8 else 'MISSED'}")
+    ap.add_argument("--idle-only", action="store_true")
+    a = ap.parse_args()
+    print(f"guard --meter proxy run -- CLIENT vs CLIENT -> upstream; {CONDITIONS}; "
+          f"{a.rounds} interleaved rounds; {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as d, Upstream(4096) as small, Upstream(int(a.mb * 1e6)) as big:
+        loads = [("idle", nullcontext())]
+        if not a.idle_only:
+            loads.append((f"both cores busy ({os.cpu_count()} busy loops)", busy_cores()))
+        for label, load in loads:
+            with load:
+                report(label, measure(small.url, big.url, a, Path(d) / label[:4]), a.mb)
 
 
 if __name__ == "__main__":

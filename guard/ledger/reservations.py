@@ -3,9 +3,11 @@
 A guard about to let spend happen (a new run, or the proxy about to forward a model call) first
 reserves its worst case against every scope it charges (`developer:alice`, `team:core`,
 `line:shared-infra`). The check "committed spend + live reservations + this one <= limit" and the
-insert happen atomically per scope -- PostgreSQL: transaction-scoped advisory locks per scope,
-taken in a fixed order so two guards never deadlock; SQLite: BEGIN IMMEDIATE -- so guards on many
-machines cannot all admit past a ceiling at once. Once the call is metered its reservation is
+insert are one conditional statement per scope (`INSERT ... SELECT ... WHERE committed + held +
+usd <= limit`), in one short transaction for all the scopes -- PostgreSQL: with transaction-scoped
+advisory locks per scope, taken in a fixed order so two guards never deadlock; SQLite: BEGIN
+IMMEDIATE -- so guards on many machines cannot all admit past a ceiling at once, and callers need
+no lock of their own around it. Once the call is metered its reservation is
 released; a crashed guard's reservations expire (`expires_at`).
 
 Spend per scope: a developer's spend excludes runs charged to a budget line (the line pays
@@ -110,50 +112,92 @@ def lock_scopes(led: SqlLedger, scopes: Sequence[str]) -> None:
 def reserve(ledger: SqlLedger, limits: Sequence[ScopeLimit], usd: float, run_id: str | None, *,
             ttl: float = DEFAULT_TTL, now: float | None = None) -> str:
     """Reserve `usd` against every scope in `limits`, or raise Refused naming the first scope
-    that would go past its limit. Returns the reservation id for `release`."""
+    that would go past its limit. Returns the reservation id for `release`.
+
+    Safe to call from many threads and processes at once with no lock of the caller's: each
+    scope's check and insert are one conditional statement in the ledger."""
     if usd < 0:
         raise ValueError("usd must be >= 0")
     now = time.time() if now is None else now
 
     def attempt(led: SqlLedger) -> str:
         if led is ledger or not hasattr(ledger, "cached_totals"):
-            def used(lim: ScopeLimit) -> float:
-                t = scope_totals_direct(led, lim.scope, lim.since, lim.until)
-                remember = getattr(ledger, "_remember", None)
-                if remember is not None:
-                    remember(_cache_key(lim.scope, lim.since, lim.until, None), t)
-                return t.cost_usd
-        else:
-            # offline PostgreSQL: `led` is the local spool; add the last-known shared figure
-            def used(lim: ScopeLimit) -> float:
-                return float(ledger._offline_totals(  # type: ignore[attr-defined]
-                    _cache_key(lim.scope, lim.since, lim.until, None),
-                    lambda spool: scope_totals_direct(spool, lim.scope, lim.since, lim.until)).cost_usd)
-        return _reserve(led, limits, usd, run_id, ttl, now, used)
+            return _reserve(led, limits, usd, run_id, ttl, now, committed=None)
+        # offline PostgreSQL: `led` is the local spool; the shared figure is the last-known one
+        # plus what this machine spooled since, so it is bound as a value
+        def known(lim: ScopeLimit) -> float:
+            return float(ledger._offline_totals(  # type: ignore[attr-defined]
+                _cache_key(lim.scope, lim.since, lim.until, None),
+                lambda spool: scope_totals_direct(spool, lim.scope, lim.since, lim.until)).cost_usd)
+        return _reserve(led, limits, usd, run_id, ttl, now, committed=known)
 
     return _routed(ledger, attempt)  # type: ignore[no-any-return]
 
 
+_HELD = "(SELECT COALESCE(SUM(h.usd), 0) FROM reservations h WHERE h.scope = ? AND h.expires_at > ?)"
+
+
+def _committed_sql(lim: ScopeLimit) -> tuple[str, list[Any]]:
+    where, params = _scope_where(lim.scope)
+    return (f"(SELECT COALESCE(SUM(e.cost_usd), 0) FROM events e JOIN runs r ON r.id = e.run_id "
+            f"WHERE e.ts >= ? AND e.ts < ? AND {where})", [lim.since, lim.until, *params])
+
+
 def _reserve(led: SqlLedger, limits: Sequence[ScopeLimit], usd: float, run_id: str | None,
-             ttl: float, now: float, used: Callable[[ScopeLimit], float]) -> str:
+             ttl: float, now: float, committed: Callable[[ScopeLimit], float] | None) -> str:
+    """One `INSERT ... SELECT ... WHERE committed + held + usd <= limit` per scope (a scope's
+    periods -- day, week, month -- ANDed in it), all in one transaction: a scope that does not fit
+    inserts nothing and the whole reservation rolls back. SQLite: BEGIN IMMEDIATE makes the
+    statements atomic against other writers. PostgreSQL (read committed): a transaction-scoped
+    advisory lock per scope, taken in a fixed order, held on the server for these few statements
+    only -- each statement then sees the others' commits."""
     rid = uuid.uuid4().hex
-    with led.transaction():
-        lock_scopes(led, [lim.scope for lim in limits])
-        led._execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
-        for lim in limits:
-            spent = used(lim)
-            held = float(led._execute(
-                "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE scope = ?", (lim.scope,))[0][0])
-            if spent + held + usd > lim.limit + 1e-9:
-                name = getattr(lim, "name", "") or lim.scope
-                raise Refused(
-                    f"{name}: ${spent:.2f} spent + ${held:.2f} in flight + ${usd:.2f} would pass "
-                    f"the ${lim.limit:.2f} limit of {lim.scope}")
-        for scope in dict.fromkeys(lim.scope for lim in limits):
-            led._execute(
-                "INSERT INTO reservations (id, scope, usd, run_id, created_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)", (rid, scope, usd, run_id, now, now + ttl))
+    by_scope: dict[str, list[ScopeLimit]] = {}
+    for lim in limits:
+        by_scope.setdefault(lim.scope, []).append(lim)
+    try:
+        with led.transaction():
+            lock_scopes(led, list(by_scope))
+            for scope, lims in by_scope.items():
+                conds: list[str] = []
+                params: list[Any] = [rid, scope, usd, run_id, now, now + ttl]
+                for lim in lims:
+                    spent_sql, spent_params = (_committed_sql(lim) if committed is None
+                                               else ("?", [committed(lim)]))
+                    conds.append(f"{spent_sql} + {_HELD} + ? <= ?")
+                    params += [*spent_params, scope, now, usd, lim.limit + 1e-9]
+                inserted = led._execute(
+                    "INSERT INTO reservations (id, scope, usd, run_id, created_at, expires_at) "
+                    f"SELECT ?, ?, ?, ?, ?, ? WHERE {' AND '.join(conds)} RETURNING id", params)
+                if not inserted:
+                    raise _DoesNotFit(lims)
+            # housekeeping only: every query already ignores expired rows
+            led._execute("DELETE FROM reservations WHERE expires_at <= ?", (now,))
+    except _DoesNotFit as e:
+        raise _refusal(led, e.limits, usd, now, committed) from None
     return rid
+
+
+class _DoesNotFit(Exception):
+    """Rolls back a reservation's rows for the scopes that did fit."""
+
+    def __init__(self, limits: list[ScopeLimit]) -> None:
+        super().__init__()
+        self.limits = limits
+
+
+def _refusal(led: SqlLedger, lims: list[ScopeLimit], usd: float, now: float,
+             committed: Callable[[ScopeLimit], float] | None) -> Refused:
+    held = float(led._execute(
+        "SELECT COALESCE(SUM(usd), 0) FROM reservations WHERE scope = ? AND expires_at > ?",
+        (lims[0].scope, now))[0][0])
+    figures = [(lim, scope_totals_direct(led, lim.scope, lim.since, lim.until).cost_usd
+                if committed is None else committed(lim)) for lim in lims]
+    # the period that does not fit (others may have spent since the statement: take the worst)
+    lim, spent = max(figures, key=lambda f: f[1] + held + usd - f[0].limit)
+    name = getattr(lim, "name", "") or lim.scope
+    return Refused(f"{name}: ${spent:.2f} spent + ${held:.2f} in flight + ${usd:.2f} would pass "
+                   f"the ${lim.limit:.2f} limit of {lim.scope}")
 
 
 def release(ledger: SqlLedger, reservation_id: str) -> None:

@@ -1,8 +1,9 @@
 """The agent's terminal output, copied to the developer's terminal.
 
 Two threads with a pipe between them: one reads the PTY, the other writes the terminal, so on
-two cores reading and writing overlap (both syscalls release the GIL). A single loop that reads
-then writes moves about half of what the terminal can take; the pair gets close to it.
+two cores reading and writing overlap (both syscalls release the GIL). On a busy machine the
+copy is bound by how long each wake-up waits for a core, not by CPU (bench/pty_bench.py: a
+single-loop copy and `script` fare no better there).
 """
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ class OutputPump:
         self._reader.join(timeout)
         self._writer.join(timeout)
 
+    def _output(self, chunk: bytes) -> None:
+        """Every chunk of the agent's output passes here, in order, once: what watches the
+        output (adapters, trackers) is called from this one place."""
+        if self._tap is not None:
+            self._tap(chunk)
+        write_all(self._pipe_w, chunk)
+
     def _read_loop(self) -> None:
         try:
             while True:
@@ -69,9 +77,7 @@ class OutputPump:
                     raise
                 if not data:
                     return
-                if self._tap is not None:
-                    self._tap(data)
-                write_all(self._pipe_w, data)
+                self._output(data)
         finally:
             with self._w_lock:
                 self._w_open = False
