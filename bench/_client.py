@@ -15,7 +15,6 @@ import time
 from urllib.parse import urlsplit
 
 import psutil
-
 from _upstream import BODY
 
 

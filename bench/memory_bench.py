@@ -21,7 +21,6 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import psutil
-
 from _common import bench_env
 from _load import busy_cores
 
