@@ -43,6 +43,7 @@ from guard.adapters.claude_transcript import (
     TranscriptParser,
     encode_project_dir,
 )
+from guard.adapters.passthrough import is_passthrough
 from guard.usage import UsageEvent
 
 
@@ -86,7 +87,7 @@ class ClaudeCodeAdapter(Adapter):
         args = parse_args(ctx.tool_args)
         self.args = args
         env = dict(ctx.env)
-        if args.subcommand or args.has("-h", "--help", "-v", "--version"):
+        if is_passthrough("claude", ctx.tool_args):
             # not a session (claude mcp ..., claude --version): nothing to meter or stop gracefully
             self.passive = True
             self.has_graceful_stop = False
