@@ -12,6 +12,7 @@ import select
 import threading
 from collections.abc import Callable
 
+from guard.supervisor.modes import ModeTracker
 from guard.supervisor.terminal import write_all
 
 CHUNK = 1 << 16
@@ -24,6 +25,7 @@ class OutputPump:
         self.master_fd = master_fd
         self.out_fd = out_fd
         self._tap = tap
+        self.modes = ModeTracker()   # what the output turned on: restore_sequence() at exit
         self._on_eof = on_eof
         self._pipe_r, self._pipe_w = os.pipe()
         self._finishing = threading.Event()
@@ -69,6 +71,7 @@ class OutputPump:
                     raise
                 if not data:
                     return
+                self.modes.feed(data)
                 if self._tap is not None:
                     self._tap(data)
                 write_all(self._pipe_w, data)
