@@ -461,8 +461,7 @@ def _team_context(ctx: click.Context) -> Any:
     files = ", ".join(p.name for p in settings.files)
     return TeamContext(home=state.envr.home, config=config,
                        config_source=f"config ({files})" if files else "config",
-                       policy=policy, policy_source=policy_source, ledger_url=settings.ledger,
-                       _ledger=state.ledger)
+                       policy=policy, policy_source=policy_source, ledger_url=settings.ledger)
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
