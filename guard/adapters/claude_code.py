@@ -30,6 +30,7 @@ from guard.adapters.claude_launch import (
     load_settings_value,
     looks_like_uuid,
     merge_settings,
+    resume_hint_env,
     parse_args,
     telemetry_env,
     user_exports_telemetry,
@@ -129,6 +130,7 @@ class ClaudeCodeAdapter(Adapter):
                 f"--settings={self.settings_path}" if args.settings_inline else str(self.settings_path))
         else:
             extra += ["--settings", str(self.settings_path)]
+        env.update(resume_hint_env(env))
         if args.has("--bare", "--safe-mode"):
             self.has_graceful_stop = False
             self._later("notice", ("claude-no-hooks",
