@@ -538,6 +538,15 @@ def main(argv: list[str] | None = None, envr: Environment | None = None) -> None
     except GuardError as e:
         envr.error(str(e))
         raise SystemExit(e.exit_status) from None
+    except Exception as e:
+        # a bug in guard: one line on the terminal (the agent's screen may be under it), the
+        # traceback only when asked for
+        if envr.env.get("GUARD_DEBUG"):
+            import traceback
+
+            traceback.print_exc(file=envr.stderr)
+        envr.error(f"internal error: {type(e).__name__}: {e} (GUARD_DEBUG=1 shows the traceback)")
+        raise SystemExit(ExitStatus.GUARD_FAILED) from None
 
 
 def _one_line(e: click.UsageError) -> str:

@@ -176,10 +176,12 @@ def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, unt
 @click.option("--tolerance-pct", type=float, default=2.0, show_default=True)
 @click.option("--check", is_flag=True, help="exit 1 when a day does not reconcile")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="one row per day and per developer, raw numbers")
 @_common
 @click.pass_context
 def reconcile_cmd(ctx: click.Context, since: str | None, until: str | None, base_url: str | None,
-                  tolerance_usd: float, tolerance_pct: float, check: bool, as_json: bool) -> None:
+                  tolerance_usd: float, tolerance_pct: float, check: bool, as_json: bool,
+                  as_csv: bool) -> None:
     """Compare the ledger with Anthropic's cost report (Admin key in ANTHROPIC_ADMIN_KEY)."""
     from guard.report.reconcile import make_client, reconcile
     from guard.report.render import print_rows
@@ -196,6 +198,11 @@ def reconcile_cmd(ctx: click.Context, since: str | None, until: str | None, base
                     tol_pct=tolerance_pct / 100)
     if as_json:
         _dump(rec.as_json())
+    elif as_csv:
+        from guard.output import to_csv
+
+        rows = [{"scope": "day", **d} for d in rec.days] + [{"scope": "developer", **d} for d in rec.developers]
+        click.echo(to_csv(rows), nl=False)
     else:
         cols = ("ledger", "bill", "diff", "status")
 
@@ -260,10 +267,11 @@ def budget_grant(ctx: click.Context, developer: str | None, team: str | None, li
 @click.option("--team", default=None)
 @click.option("--line", default=None)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="one row per ceiling, raw numbers")
 @_common
 @click.pass_context
 def budget_show(ctx: click.Context, developer: str | None, team: str | None, line: str | None,
-                as_json: bool) -> None:
+                as_json: bool, as_csv: bool) -> None:
     """This period's ceilings: limit (with grants), used, in flight, reset time."""
     from guard.report.render import print_rows
 
@@ -282,6 +290,11 @@ def budget_show(ctx: click.Context, developer: str | None, team: str | None, lin
     if as_json:
         _dump({"developer": ident.developer, "team": ident.team, "line": ident.line,
                "timezone": policy.timezone, "ceilings": [c.as_json() for c in ceilings]})
+        return
+    if as_csv:
+        from guard.output import to_csv
+
+        click.echo(to_csv([c.as_json() for c in ceilings]), nl=False)
         return
     if not ceilings:
         click.echo(f"no developer/team/line ceilings configured for {ident.developer}")
@@ -306,9 +319,10 @@ def policy_group() -> None:
 
 @policy_group.command("show")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="key,value,from,note rows; values as JSON")
 @_common
 @click.pass_context
-def policy_show(ctx: click.Context, as_json: bool) -> None:
+def policy_show(ctx: click.Context, as_json: bool, as_csv: bool) -> None:
     """The effective policy and where each value came from."""
     from guard.report.render import print_rows
 
@@ -316,6 +330,13 @@ def policy_show(ctx: click.Context, as_json: bool) -> None:
     eff = tc.effective()
     if as_json:
         _dump(eff.as_json())
+        return
+    if as_csv:
+        from guard.output import to_csv
+
+        rows = [{"key": k, "value": json.dumps(v["value"], default=str), "from": v["source"],
+                 "note": v.get("note", "")} for k, v in eff.as_json().items()]
+        click.echo(to_csv(rows, ("key", "value", "from", "note")), nl=False)
         return
     print_rows("effective policy", ("key", "value", "from", "note"), eff.rows())
 
