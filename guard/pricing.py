@@ -112,8 +112,9 @@ def guess_provider(model: str) -> str | None:
     return None
 
 
-# after the agent's own start, which competes for the same cores
-WARM_DELAY = 0.3
+# after the agent's own start (Claude Code takes about a second to its prompt), which competes
+# for the same cores; a run shorter than this never loads prices it does not need
+WARM_DELAY = 1.0
 
 
 class Pricer:
