@@ -415,20 +415,20 @@ def resume(state: State, run_id: str, raise_usd: str | None, raise_tokens: str |
     if run.status in ("running", "paused"):
         state.ledger.add_control(run.id, "resume", {"raise": raises, "by": who})
         _poke(run)
-        click.echo(f"guard: asked run {run.id} to resume" + (f" with {_fmt(raises)}" if raises else ""))
+        click.echo(f"guard: asked run {run.id} to resume" + (f", raising {_fmt(raises)}" if raises else ""))
         return
     if not raises:
         raise UsageError(f"run {run.id} has ended; give --raise-usd/--raise-tokens/--raise-steps/"
                          "--raise-time to raise its task's ceiling")
     for kind, amount in raises.items():
         state.ledger.add_approval(Approval(run.id, run.task, kind, amount, who, ts=time.time()))
-    click.echo(f"guard: raised task {run.task!r} by {_fmt(raises)}; it may run again")
+    click.echo(f"guard: raised task {run.task!r}: {_fmt(raises)}; it may run again")
 
 
 def _fmt(raises: dict[str, float]) -> str:
-    from guard.units import describe_approval
+    from guard.units import describe_raise
 
-    return ", ".join(describe_approval(k, v) for k, v in raises.items())
+    return " and ".join(describe_raise(k, v) for k, v in raises.items())
 
 
 def _who(state: State) -> str:

@@ -107,9 +107,13 @@ def format_amount(kind: str, value: float) -> str:
 CEILING_NAMES = {"usd": "USD", "tokens": "token", "steps": "step", "time": "time"}
 
 
+def describe_raise(ceiling: str, amount: float) -> str:
+    """`the USD ceiling by $5.00`."""
+    return f"the {CEILING_NAMES.get(ceiling, ceiling)} ceiling by {format_amount(ceiling, amount)}"
+
+
 def describe_approval(ceiling: str, amount: float | None) -> str:
     """`raised the USD ceiling by $5.00`, `continued past the step ceiling for the run`."""
-    name = CEILING_NAMES.get(ceiling, ceiling)
     if amount is None:
-        return f"continued past the {name} ceiling for the run"
-    return f"raised the {name} ceiling by {format_amount(ceiling, amount)}"
+        return f"continued past the {CEILING_NAMES.get(ceiling, ceiling)} ceiling for the run"
+    return f"raised {describe_raise(ceiling, amount)}"
