@@ -59,7 +59,7 @@ def time_to_prompt(argv: list[str], env: dict[str, str], cwd: str) -> float | No
     child = pexpect.spawn(argv[0], argv[1:], env=env, cwd=cwd, dimensions=(40, 140), encoding="utf-8",
                           codec_errors="replace", timeout=30)
     try:
-        child.expect([r"for\s*shortcuts", r"Try\s*\""], timeout=30)
+        child.expect([r"for\s*shortcuts", r"guard\s*\$"], timeout=30)   # plain: its hint; guard: its status line
         return time.perf_counter() - t
     except (pexpect.TIMEOUT, pexpect.EOF):
         return None

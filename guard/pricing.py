@@ -2,7 +2,6 @@
 for models nobody knows the price of."""
 from __future__ import annotations
 
-import atexit
 import json
 import threading
 from dataclasses import dataclass
@@ -112,18 +111,12 @@ def guess_provider(model: str) -> str | None:
     return None
 
 
-# after the agent's own start (Claude Code takes about a second to its prompt), which competes
-# for the same cores; a run shorter than this never loads prices it does not need
-WARM_DELAY = 1.0
-
-
 class Pricer:
     def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max") -> None:
         self.overrides = overrides or {}
         self.unknown = unknown
         self._priciest: dict[str | None, str] = {}
         self._lock = threading.Lock()
-        self._warmer: threading.Timer | None = None
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
@@ -142,28 +135,9 @@ class Pricer:
         return Price(usd or 0.0, False, f"max:{priciest}")
 
     def warm(self) -> None:
-        """Load the price data (about a quarter second) in the background, once the agent has
-        had time to start: not on the start path, and usually not on the first usage line
-        either. A price asked for before then loads it itself. A run that ends first never
-        loads it; one that ends while it loads waits for it (a thread killed inside a C
-        extension's import at interpreter exit aborts the process)."""
-        if self._warmer is not None:
-            return
-        self._warmer = threading.Timer(WARM_DELAY, self._warm)
-        self._warmer.daemon = True
-        self._warmer.start()
-        atexit.register(self._settle)
-
-    def _warm(self) -> None:
-        try:
-            self.price(UsageEvent(key="warm", source="warm", model="claude-sonnet-4-6", input_tokens=1))
-        except Exception:  # the first real price reports any failure where it matters
-            pass
-
-    def _settle(self) -> None:
-        if self._warmer is not None:
-            self._warmer.cancel()
-            self._warmer.join()
+        """Load the price data now (about a quarter second), not on the first usage line,
+        where it would delay the first decision."""
+        self.price(UsageEvent(key="warm", source="warm", model="claude-sonnet-4-6", input_tokens=1))
 
     def worst_case(self, model: str | None, input_tokens: int, max_output_tokens: int) -> float:
         """Upper bound of a request before it is sent: all input uncached, full max_tokens out."""
