@@ -179,11 +179,10 @@ def _tool_command(tool: str) -> click.Command:
         if is_passthrough(tool, state.tool_args):
             _exec_passthrough(state, tool)
         from guard.adapters.registry import load_adapter
-        from guard.runner import Run
+        from guard.supervisor.setup import supervisor
 
-        settings = state.settings
-        ledger = state.ledger
-        run = Run(state.envr, settings, ledger, load_adapter(tool), tool, state.tool_args, _wrapper_dirs(state))
+        run = supervisor(state.envr, state.settings, state.ledger, load_adapter(tool), tool, state.tool_args,
+                         _wrapper_dirs(state))
         raise SystemExit(run.execute())
 
     return command
@@ -432,7 +431,7 @@ def _fmt(raises: dict[str, float]) -> str:
 
 
 def _who(state: State) -> str:
-    from guard.run_settings import identity_for
+    from guard.supervisor.setup import identity_for
 
     return f"{identity_for(state.settings, state.envr, None, 'cli').developer} (cli)"
 
@@ -462,6 +461,16 @@ def _team_context(ctx: click.Context) -> Any:
     return TeamContext(home=state.envr.home, config=config,
                        config_source=f"config ({files})" if files else "config",
                        policy=policy, policy_source=policy_source, ledger_url=settings.ledger)
+
+
+def _register_dashboard_commands() -> None:
+    from guard import cli_dashboard
+
+    for command in cli_dashboard.COMMANDS:
+        cli.add_command(command)
+
+
+_register_dashboard_commands()
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

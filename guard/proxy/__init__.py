@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["BudgetGate", "BudgetRefused", "OpenGate", "RunningProxy", "start_proxy"]
+__all__ = ["BudgetGate", "OpenGate", "RunningProxy", "Verdict", "start_proxy"]
 
-# the server (and its HTTP stack) loads only when a proxy starts: `guard run` without one
-# imports guard.proxy.gate, and must not pay for it
-_HOMES = {"BudgetGate": "guard.proxy.gate", "BudgetRefused": "guard.proxy.gate",
-          "OpenGate": "guard.proxy.gate", "RunningProxy": "guard.proxy.server",
-          "start_proxy": "guard.proxy.server"}
+# the server (and its HTTP stack) loads only when a proxy starts: a run without one imports
+# guard.proxy.gate, and must not pay for it
+_HOMES = {"BudgetGate": "guard.proxy.gate", "OpenGate": "guard.proxy.gate", "Verdict": "guard.proxy.gate",
+          "RunningProxy": "guard.proxy.server", "start_proxy": "guard.proxy.server"}
 
 
 def __getattr__(name: str) -> Any:

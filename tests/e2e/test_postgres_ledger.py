@@ -21,7 +21,7 @@ from guard.ledger import open_ledger
 from guard.ledger.postgres import PostgresLedger, convert_placeholders
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.reservations import release, reserve, scope_totals
-from guard.ledger.schema import LATEST
+from guard.ledger.schema import LATEST, VERSIONS
 from guard.usage import UsageEvent
 from tests.pgtest import pg_schema
 
@@ -135,8 +135,8 @@ def test_migrates_to_latest_and_reopens(pg_url: str, tmp_path: Path) -> None:
     assert led._execute("SELECT MAX(version) FROM schema_version")[0][0] == LATEST
     led.close()
     led = open_ledger(pg_url, tmp_path)   # second open: no migration runs twice
-    assert [r[0] for r in led._execute("SELECT version FROM schema_version ORDER BY version")] == \
-        list(range(1, LATEST + 1))
+    # versions are applied by number and branches may skip some: every defined one, once
+    assert [r[0] for r in led._execute("SELECT version FROM schema_version ORDER BY version")] == VERSIONS
     led.close()
 
 
