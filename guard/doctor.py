@@ -209,7 +209,7 @@ def _own_cgroup() -> str | None:
 def diagnose(env: dict[str, str], cwd: Path, home: Path, flags: dict[str, Any],
              version: str) -> Report:
     from guard.config import load_settings
-    from guard.run_settings import meter_mode
+    from guard.plan import meter_mode
 
     settings = load_settings(env, cwd, flags)
     wrapper_dirs = tuple(Path(p) for p in env.get("GUARD_WRAPPER_DIR", "").split(os.pathsep) if p)
