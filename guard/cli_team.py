@@ -26,6 +26,7 @@ from guard.ledger import open_ledger
 from guard.ledger.periods import PERIODS, format_reset, period_label
 from guard.ledger.sql import SqlLedger
 from guard.policy import EffectivePolicy, effective_policy, load_policy
+from guard.units import format_usd
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -45,10 +46,13 @@ class TeamContext:
         return effective_policy(self.policy, self.config, policy_source=self.policy_source,
                                 config_source=self.config_source, flags=self.flags)
 
-    def ledger(self) -> SqlLedger:
+    def ledger(self, read_only: bool = False) -> SqlLedger:
+        """`read_only`: a ledger that does not exist yet is read as empty, not created."""
         if self._ledger is None:
+            from guard.ledger import open_ledger_for_reading
+
             url = self.ledger_url or self.effective().get("ledger")
-            self._ledger = open_ledger(url, self.home)
+            self._ledger = (open_ledger_for_reading if read_only else open_ledger)(url, self.home)
         return self._ledger
 
 
@@ -164,10 +168,10 @@ def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, unt
         click.echo(f"guard: wrote {html_file}")
         return
     if group_by in OUTCOME_GROUPS:
-        rep = build_outcome_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+        rep = build_outcome_report(tc.ledger(read_only=True), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
                                    developer=developer, team=team, tool=tool, repo_dir=repo_dir)
     else:
-        rep = build_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+        rep = build_report(tc.ledger(read_only=True), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
                            developer=developer, team=team, tool=tool)
     if as_json:
         click.echo(to_json(rep))
@@ -195,10 +199,12 @@ def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, unt
 @click.option("--tolerance-pct", type=float, default=2.0, show_default=True)
 @click.option("--check", is_flag=True, help="exit 1 when a day does not reconcile")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="one row per day and per developer, raw numbers")
 @_common
 @click.pass_context
 def reconcile_cmd(ctx: click.Context, since: str | None, until: str | None, base_url: str | None,
-                  tolerance_usd: float, tolerance_pct: float, check: bool, as_json: bool) -> None:
+                  tolerance_usd: float, tolerance_pct: float, check: bool, as_json: bool,
+                  as_csv: bool) -> None:
     """Compare the ledger with Anthropic's cost report (Admin key in ANTHROPIC_ADMIN_KEY)."""
     from guard.report.reconcile import make_client, reconcile
     from guard.report.render import print_rows
@@ -211,21 +217,29 @@ def reconcile_cmd(ctx: click.Context, since: str | None, until: str | None, base
         raise ConfigError(f"reconcile: {e}") from None
     tc = _context(ctx)
     client = make_client(base_url)
-    rec = reconcile(tc.ledger(), client, start, last + timedelta(days=1), tol_usd=tolerance_usd,
+    rec = reconcile(tc.ledger(read_only=True), client, start, last + timedelta(days=1), tol_usd=tolerance_usd,
                     tol_pct=tolerance_pct / 100)
     if as_json:
         _dump(rec.as_json())
+    elif as_csv:
+        from guard.output import to_csv
+
+        rows = [{"scope": "day", **d} for d in rec.days] + [{"scope": "developer", **d} for d in rec.developers]
+        click.echo(to_csv(rows), nl=False)
     else:
         cols = ("ledger", "bill", "diff", "status")
 
         def fmt(r: dict[str, Any]) -> list[str]:
-            return [f"${r['ledger_usd']:.2f}", f"${r['bill_usd']:.2f}", f"{r['diff_usd']:+.2f}", r["status"]]
+            diff = r["diff_usd"]
+            return [format_usd(r["ledger_usd"]), format_usd(r["bill_usd"]),
+                    ("+" if diff >= 0 else "-") + format_usd(abs(diff)), r["status"]]
 
         print_rows("per UTC day", ("day", *cols), [[d["day"], *fmt(d)] for d in rec.days])
         print_rows("per developer", ("developer", *cols), [[d["developer"], *fmt(d)] for d in rec.developers])
         t = rec.totals
-        click.echo(f"total: ledger ${t['ledger_usd']:.2f}, bill ${t['bill_usd']:.2f}, "
-                   f"diff {t['diff_usd']:+.2f} ({t['status']})")
+        sign = "+" if t["diff_usd"] >= 0 else "-"
+        click.echo(f"total: ledger {format_usd(t['ledger_usd'])}, bill {format_usd(t['bill_usd'])}, "
+                   f"diff {sign}{format_usd(abs(t['diff_usd']))} ({t['status']})")
     if check and not rec.ok:
         sys.exit(1)
 
@@ -270,7 +284,7 @@ def budget_grant(ctx: click.Context, developer: str | None, team: str | None, li
     amount = parse_usd(usd, "--usd")
     who = granted_by or budgets.resolve_developer(tc.config)[0]
     budgets.grant(tc.ledger(), scope, amount, who, reason, period)
-    click.echo(f"granted ${amount:.2f} to {scope}" + (f" for this {period}" if period else "")
+    click.echo(f"granted {format_usd(amount)} to {scope}" + (f" for this {period}" if period else "")
                + f" (by {who}: {reason})")
 
 
@@ -279,10 +293,11 @@ def budget_grant(ctx: click.Context, developer: str | None, team: str | None, li
 @click.option("--team", default=None)
 @click.option("--line", default=None)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="one row per ceiling, raw numbers")
 @_common
 @click.pass_context
 def budget_show(ctx: click.Context, developer: str | None, team: str | None, line: str | None,
-                as_json: bool) -> None:
+                as_json: bool, as_csv: bool) -> None:
     """This period's ceilings: limit (with grants), used, in flight, reset time."""
     from guard.report.render import print_rows
 
@@ -297,18 +312,23 @@ def budget_show(ctx: click.Context, developer: str | None, team: str | None, lin
     elif team:
         ident = budgets.Identity(developer=ident.developer, team=team, machine=ident.machine, line=ident.line)
     now = time.time()
-    ceilings = budgets.period_ceilings(tc.ledger(), ident, policy, now)
+    ceilings = budgets.period_ceilings(tc.ledger(read_only=True), ident, policy, now)
     if as_json:
         _dump({"developer": ident.developer, "team": ident.team, "line": ident.line,
                "timezone": policy.timezone, "ceilings": [c.as_json() for c in ceilings]})
+        return
+    if as_csv:
+        from guard.output import to_csv
+
+        click.echo(to_csv([c.as_json() for c in ceilings]), nl=False)
         return
     if not ceilings:
         click.echo(f"no developer/team/line ceilings configured for {ident.developer}")
         return
     rows = [[c.name, c.scope, period_label(c.period, c.since, c.timezone),
-             f"${c.used:.2f}", f"${c.reserved:.2f}",
-             f"${c.hard_limit:.2f}" + (f" (+${c.granted:.2f} granted)" if c.granted else ""),
-             "EXHAUSTED" if c.exhausted else f"${c.remaining:.2f} left", format_reset(c.until, now, c.timezone)]
+             format_usd(c.used), format_usd(c.reserved),
+             format_usd(c.hard_limit) + (f" (+{format_usd(c.granted)} granted)" if c.granted else ""),
+             "EXHAUSTED" if c.exhausted else f"{format_usd(c.remaining)} left", format_reset(c.until, now, c.timezone)]
             for c in ceilings]
     print_rows(f"budgets for {ident.developer}", ("ceiling", "scope", "period", "used", "in flight",
                                                   "limit", "state", "resets"), rows)
@@ -356,9 +376,10 @@ def policy_group() -> None:
 
 @policy_group.command("show")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--csv", "as_csv", is_flag=True, help="key,value,from,note rows; values as JSON")
 @_common
 @click.pass_context
-def policy_show(ctx: click.Context, as_json: bool) -> None:
+def policy_show(ctx: click.Context, as_json: bool, as_csv: bool) -> None:
     """The effective policy and where each value came from."""
     from guard.report.render import print_rows
 
@@ -366,6 +387,13 @@ def policy_show(ctx: click.Context, as_json: bool) -> None:
     eff = tc.effective()
     if as_json:
         _dump(eff.as_json())
+        return
+    if as_csv:
+        from guard.output import to_csv
+
+        rows = [{"key": k, "value": json.dumps(v["value"], default=str), "from": v["source"],
+                 "note": v.get("note", "")} for k, v in eff.as_json().items()]
+        click.echo(to_csv(rows, ("key", "value", "from", "note")), nl=False)
         return
     print_rows("effective policy", ("key", "value", "from", "note"), eff.rows())
 

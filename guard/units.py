@@ -65,8 +65,55 @@ def format_duration(seconds: float) -> str:
 
 
 def format_count(n: float) -> str:
+    """`950`, `12.5k`, `207k`, `1.2M`: three significant figures at most."""
     if n >= 1e6:
         return f"{n / 1e6:.1f}M".replace(".0M", "M")
+    if n >= 1e5:
+        return f"{n / 1e3:.0f}k"
     if n >= 1e3:
         return f"{n / 1e3:.1f}k".replace(".0k", "k")
     return f"{int(n)}"
+
+
+def format_usd(usd: float) -> str:
+    """`$0.08`, `$2.82`, `$1,204.50`; a non-zero amount under a cent keeps enough digits to show."""
+    if usd == 0 or abs(usd) >= 0.01:
+        return f"${usd:,.2f}"
+    return f"${usd:.4f}"
+
+
+def format_tokens(n: float) -> str:
+    """`950`, `207k`, `1.2M`: what a person reads in a table; JSON and CSV keep the raw count."""
+    return format_count(n)
+
+
+def plural(n: float, word: str, many: str | None = None) -> str:
+    """`1 step`, `2 steps`, `0 runs`."""
+    shown = f"{int(n)}" if float(n).is_integer() else f"{n}"
+    return f"{shown} {word if n == 1 else (many or word + 's')}"
+
+
+def format_amount(kind: str, value: float) -> str:
+    """An amount of a ceiling's kind: `$2.00`, `200k tokens`, `20 steps`, `15m`."""
+    if kind in ("usd", "developer_usd", "team_usd", "line_usd"):
+        return format_usd(value)
+    if kind == "tokens":
+        return f"{format_tokens(value)} tokens"
+    if kind == "steps":
+        return plural(value, "step")
+    return format_duration(value)
+
+
+CEILING_NAMES = {"usd": "USD", "tokens": "token", "steps": "step", "time": "time"}
+
+
+def describe_raise(ceiling: str, amount: float) -> str:
+    """`the USD ceiling by $5.00`."""
+    return f"the {CEILING_NAMES.get(ceiling, ceiling)} ceiling by {format_amount(ceiling, amount)}"
+
+
+def describe_approval(ceiling: str, amount: float | None) -> str:
+    """`raised the USD ceiling by $5.00`, `continued past the step ceiling for the run`."""
+    if amount is None:
+        return f"continued past the {CEILING_NAMES.get(ceiling, ceiling)} ceiling for the run"
+    return f"raised {describe_raise(ceiling, amount)}"

@@ -41,6 +41,7 @@ from guard.adapters.base import (
     LaunchContext,
     find_executable,
 )
+from guard.adapters.passthrough import is_passthrough
 from guard.tail import JsonlFollower
 from guard.usage import UsageEvent
 
@@ -128,9 +129,7 @@ class AiderAdapter(Adapter):
         exe = find_executable(str(exe_opt) if exe_opt else "aider", ctx.env, ctx.wrapper_dirs)
         env = dict(ctx.env)
         args = list(ctx.tool_args)
-        if any(a in ("-h", "--help", "--version", "--just-check-update", "--list-models",
-                     "--models", "--shell-completions") or a.startswith("--shell-completions=")
-               for a in args):
+        if is_passthrough("aider", args):
             self.passive = True   # not a session: nothing to meter
             return Launch([exe, *args], env)
         home = Path(env["HOME"]) if env.get("HOME") else None

@@ -129,7 +129,8 @@ def find_executable(name: str, env: dict[str, str], skip_dirs: tuple[Path, ...] 
             raise AgentNotFound(f"{name}: not found")
         if not os.access(path, os.X_OK) or path.is_dir():
             raise AgentNotExecutable(f"{name}: not executable")
-        return str(path)
+        # not str(path): Path drops a leading `./`, and exec would then search PATH for the name
+        return name
     skip = {_real(d) for d in skip_dirs}
     seen_non_exec: str | None = None
     for d in env.get("PATH", os.defpath).split(os.pathsep):

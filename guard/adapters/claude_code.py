@@ -32,6 +32,7 @@ from guard.adapters.claude_launch import (
     looks_like_uuid,
     merge_settings,
     parse_args,
+    resume_hint_env,
     telemetry_env,
     user_exports_telemetry,
     user_settings_env,
@@ -45,6 +46,7 @@ from guard.adapters.claude_transcript import (
     TranscriptParser,
     encode_project_dir,
 )
+from guard.adapters.passthrough import is_passthrough
 from guard.usage import UsageEvent
 
 
@@ -89,7 +91,7 @@ class ClaudeCodeAdapter(Adapter):
         args = parse_args(ctx.tool_args)
         self.args = args
         env = dict(ctx.env)
-        if args.subcommand or args.has("-h", "--help", "-v", "--version"):
+        if is_passthrough("claude", ctx.tool_args):
             # not a session (claude mcp ..., claude --version): nothing to meter or stop gracefully
             self.passive = True
             self.has_graceful_stop = False
@@ -131,6 +133,7 @@ class ClaudeCodeAdapter(Adapter):
                 f"--settings={self.settings_path}" if args.settings_inline else str(self.settings_path))
         else:
             extra += ["--settings", str(self.settings_path)]
+        env.update(resume_hint_env(env))
         if args.has("--bare", "--safe-mode"):
             self.has_graceful_stop = False
             self._later("notice", ("claude-no-hooks",

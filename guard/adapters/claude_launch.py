@@ -275,3 +275,14 @@ def telemetry_env(endpoint: str, interval_ms: int = 500) -> dict[str, str]:
 def fmt_usd(v: float) -> str:
     # never round up: the inner fence must not sit above guard's own ceiling
     return f"{max(0.0, int(v * 10_000) / 10_000):.4f}"
+
+
+# Claude Code's exit hint repeats its launch flags, guard's --settings among them: resumed
+# outside guard, that file's hooks would refuse every prompt. With a launcher program named,
+# it prints `<launcher> --resume ID` and no flags (2.1.330 accepts a single word only).
+RESUME_HINT_VAR = "CLAUDE_CODE_RESUME_HINT_COMMAND"
+
+
+def resume_hint_env(env: dict[str, str]) -> dict[str, str]:
+    """The variable that keeps guard's settings out of the resume hint (the user's own wins)."""
+    return {} if env.get(RESUME_HINT_VAR) else {RESUME_HINT_VAR: "claude"}

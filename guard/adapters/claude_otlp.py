@@ -8,6 +8,7 @@ source saw them first.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -88,6 +89,25 @@ def event_from_attributes(attrs: dict[str, Any]) -> UsageEvent | None:
     )
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """socketserver prints a traceback for any error in a handler, across the agent's screen.
+    A client gone mid-request (Claude Code exiting, killed at a stop) is normal here; anything
+    else becomes one notice."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: Any,
+                 on_error: Callable[[str], None] | None = None) -> None:
+        super().__init__(address, handler)
+        self._on_error = on_error
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)) or self._on_error is None:
+            return
+        self._on_error(f"OpenTelemetry receiver: {type(exc).__name__}: {exc}")
+
+
 class OtlpReceiver:
     """Listens on 127.0.0.1 (ephemeral port) in a daemon thread."""
 
@@ -130,8 +150,7 @@ class OtlpReceiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _QuietServer(("127.0.0.1", 0), Handler, on_error=self.on_error)
 
     def start(self) -> None:
         self.bind()

@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 USER_COMMAND_TIMEOUT = 5.0
+YELLOW, RED, RESET = "\x1b[33m", "\x1b[31m", "\x1b[0m"   # Claude Code shows a status line's colours
 
 
 def _num(n: float) -> str:
@@ -61,10 +62,21 @@ def guard_line(state: dict[str, Any]) -> str:
     line = "guard " + " · ".join(parts)
     halt = state.get("halt")
     if isinstance(halt, dict):
-        line += f" · HALTED ({halt.get('ceiling')})"
+        line += f" · {RED}HALTED ({halt.get('ceiling')}){RESET}"
     elif state.get("paused"):
         line += " · paused"
+    else:
+        warnings = soft_warnings(state)
+        if warnings:
+            line += f" · {YELLOW}⚠ {warnings[-1]}{RESET}"
     return line
+
+
+def soft_warnings(state: dict[str, Any]) -> list[str]:
+    """The run's soft warnings, oldest first: state.json `"soft": [{"ceiling": "usd",
+    "message": "75% of the $2.00 task ceiling ($1.50 spent)"}]`."""
+    return [str(w["message"]) for w in state.get("soft") or []
+            if isinstance(w, dict) and isinstance(w.get("message"), str) and w["message"]]
 
 
 def main(argv: list[str]) -> int:

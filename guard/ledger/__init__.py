@@ -11,17 +11,34 @@ Ledger = SqlLedger
 
 def open_ledger(url: str | None, home: Path) -> SqlLedger:
     """`None` or `sqlite:` -> GUARD_HOME/ledger.db; `sqlite:///path`; `postgresql://...`."""
-    if not url or url in ("sqlite", "sqlite:"):
+    path = sqlite_path(url, home)
+    if path is not None:
         from guard.ledger.sqlite import SqliteLedger
 
-        return SqliteLedger(home / "ledger.db")
-    if url.startswith("sqlite:"):
-        from guard.ledger.sqlite import SqliteLedger
-
-        path = url.removeprefix("sqlite:").removeprefix("//")
-        return SqliteLedger(Path(path).expanduser())
+        return SqliteLedger(path)
+    assert url is not None
     if url.startswith(("postgresql://", "postgres://")):
         from guard.ledger.postgres import PostgresLedger  # type: ignore[import-not-found]
 
         return PostgresLedger(url, home)  # type: ignore[no-any-return]
     raise ConfigError(f"ledger: {url!r} is not sqlite:PATH or postgresql://...")
+
+
+def open_ledger_for_reading(url: str | None, home: Path) -> SqlLedger:
+    """Like `open_ledger`, but a SQLite ledger that does not exist yet is read as an empty one
+    in memory: looking at runs never creates the file."""
+    path = sqlite_path(url, home)
+    if path is not None and not path.exists():
+        from guard.ledger.sqlite import SqliteLedger
+
+        return SqliteLedger(Path(":memory:"))
+    return open_ledger(url, home)
+
+
+def sqlite_path(url: str | None, home: Path) -> Path | None:
+    """The file a SQLite ledger URL names; None for any other backend."""
+    if not url or url in ("sqlite", "sqlite:"):
+        return home / "ledger.db"
+    if url.startswith("sqlite:"):
+        return Path(url.removeprefix("sqlite:").removeprefix("//")).expanduser()
+    return None

@@ -1,5 +1,8 @@
 """`guard reconcile`: the ledger against the organization's bill.
 
+Only usage Anthropic bills is compared: events for Anthropic's models called on its own API
+(other providers' spend, and Claude through a cloud, are on other bills).
+
 The bill comes from Anthropic's Usage and Cost Analytics API through the `anthropic` SDK
 (`client.beta.organization.analytics.cost.list`, GET /v1/organizations/analytics/cost) with an
 Admin API key from ANTHROPIC_ADMIN_KEY: daily buckets (UTC, as the API buckets them), grouped by
@@ -128,13 +131,22 @@ def ledger_by_day_developer(ledger: SqlLedger, start: date, end: date) -> dict[t
 
     def q(led: SqlLedger) -> list[tuple[Any, ...]]:
         return led._execute(
-            "SELECT e.ts, r.developer, e.cost_usd FROM events e JOIN runs r ON r.id = e.run_id "
+            "SELECT e.ts, r.developer, e.cost_usd, e.model FROM events e JOIN runs r ON r.id = e.run_id "
             "WHERE e.ts >= ? AND e.ts < ?", (lo, hi))
 
     out: dict[tuple[date, str], float] = defaultdict(float)
-    for ts, dev, cost in _routed(ledger, q, spool_ok=False):
-        out[(datetime.fromtimestamp(ts, UTC).date(), str(dev).lower())] += float(cost)
+    for ts, dev, cost, model in _routed(ledger, q, spool_ok=False):
+        if billed_by_anthropic(model):
+            out[(datetime.fromtimestamp(ts, UTC).date(), str(dev).lower())] += float(cost)
     return out
+
+
+def billed_by_anthropic(model: str | None) -> bool:
+    """Only calls to Anthropic's own API are on its bill: not OpenAI's or Google's models, and
+    not Claude through Bedrock, Vertex or OpenRouter (`bedrock/...`, `openrouter/anthropic/...`)."""
+    from guard.pricing import guess_provider
+
+    return bool(model) and guess_provider(str(model)) == "anthropic"
 
 
 @dataclass

@@ -7,11 +7,11 @@ import json
 from collections.abc import Sequence
 from typing import IO, Any
 
-from rich.console import Console
 from rich.table import Table
 
+from guard.output import console as make_console
 from guard.report.rollup import Report
-from guard.units import format_count
+from guard.units import format_count, format_usd
 
 GROUP_COLUMNS = ("key", "spend_usd", "tokens", "input_tokens", "output_tokens", "cache_write_tokens",
                  "cache_read_tokens", "runs", "avg_usd", "p50_usd", "p90_usd", "halted_runs",
@@ -35,12 +35,11 @@ def to_csv(report: Report) -> str:
     return buf.getvalue()
 
 
-def _usd(v: float) -> str:
-    return f"${v:,.2f}" if v >= 0.01 or v == 0 else f"${v:.4f}"
+_usd = format_usd
 
 
 def print_report(report: Report, out: IO[str] | None = None, width: int | None = None) -> None:
-    console = Console(file=out, width=width, highlight=False)
+    console = make_console(out, width)
     t = report.totals
     console.print(f"[bold]{report.label}[/bold] ({report.timezone}): {_usd(t['spend_usd'])} over "
                   f"{t['runs']} runs by {t['developers']} developers; "
@@ -69,14 +68,14 @@ def print_report(report: Report, out: IO[str] | None = None, width: int | None =
             top.add_column(name, justify="right" if name in ("cost", "tokens") else "left")
         for r in report.top_runs:
             status = r["status"] + (f" ({r['halt_ceiling']})" if r["halt_ceiling"] else "")
-            top.add_row(r["id"][:12], r["developer"], r["tool"], r["task"], _usd(r["cost_usd"]),
+            top.add_row(r["id"], r["developer"], r["tool"], r["task"], _usd(r["cost_usd"]),
                         format_count(r["tokens"]), status)
         console.print(top)
 
 
 def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                out: IO[str] | None = None, width: int | None = None) -> None:
-    console = Console(file=out, width=width, highlight=False)
+    console = make_console(out, width)
     table = Table(title=title, title_justify="left")
     for c in columns:
         table.add_column(c)

@@ -162,6 +162,8 @@ def resolve_range(period: str | None, now: float, tz: str | None, *, ago: int = 
     if since or until:
         d0 = _parse_date(since, "--since") if since else datetime.fromtimestamp(now, z).date().replace(day=1)
         d1 = _parse_date(until, "--until") if until else datetime.fromtimestamp(now, z).date()
+        if d1 < d0:
+            raise ConfigError(f"--since {d0.isoformat()} is after --until {d1.isoformat()}")
         lo = datetime(d0.year, d0.month, d0.day, tzinfo=z).timestamp()
         d2 = d1 + timedelta(days=1)
         hi = datetime(d2.year, d2.month, d2.day, tzinfo=z).timestamp()

@@ -92,6 +92,20 @@ class Console:
         except OSError:
             pass
 
+    def title(self, text: str) -> None:
+        """guard's window title, pushed so that the agent's own comes back at the end."""
+        if self.pump is not None:
+            self.say(self.pump.modes.guard_title(text).decode())
+        else:
+            self.say(f"\x1b]2;{text}\x07")
+
+    def restore_modes(self) -> None:
+        """Exactly what the agent's output left switched on (alternate screen, hidden cursor,
+        mouse, bracketed paste, keypad, focus, kitty keys, guard's title), switched back."""
+        if self.pump is not None:
+            write_all(self.stdout_fd, self.pump.modes.restore_sequence())
+            self.pump.modes.reset()
+
     def say(self, text: str) -> None:
         if self.pump is None or not self.pump.say(text):  # in order with the agent's output
             write_all(self.stdout_fd, text.encode())

@@ -45,6 +45,7 @@ class Effects:
     interactive: bool
     show_line: Callable[[str], None]           # a notice on stderr (pipes)
     tty: Callable[[str], None]                 # text to the terminal, in order with the agent's output
+    title: Callable[[str], None]               # the terminal's window title
     notify_config: dict[str, Any]
     identity: Any
     repaint: Callable[[], None] = lambda: None
@@ -112,7 +113,7 @@ class Effects:
         self.prompt_kind = a.raise_kind
         if self.interactive:
             assert self.prompt is not None
-            self.prompt.open(a.message, a.raise_kind)
+            self.prompt.open(a.message, a.raise_kind, soft=self.warned)
             return
         flag = a.raise_kind or "usd"
         self.show(f"paused: {a.message}; resume with `guard resume {self.run_id} --raise-{flag} AMOUNT`, "
@@ -147,7 +148,7 @@ class Effects:
             self.warned.append(message.removeprefix("warning: "))
         if self.interactive:
             self.shown.append(message)
-            self.tty(f"\x1b]2;guard: {message}\x07")
+            self.title(f"guard: {message}")
         else:
             self.show_line(message)
 

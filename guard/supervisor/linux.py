@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import signal
 
 PR_SET_PDEATHSIG = 1
@@ -15,7 +14,8 @@ def _prctl(option: int, arg: int) -> bool:
     global _libc
     try:
         if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # the running program's own symbols include libc's; find_library would run ldconfig
+            _libc = ctypes.CDLL(None, use_errno=True)
         return _libc.prctl(option, arg, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False

@@ -13,6 +13,7 @@ import select
 import threading
 from collections.abc import Callable
 
+from guard.supervisor.modes import ModeTracker
 from guard.supervisor.terminal import write_all
 
 CHUNK = 1 << 16
@@ -25,6 +26,7 @@ class OutputPump:
         self.master_fd = master_fd
         self.out_fd = out_fd
         self._tap = tap
+        self.modes = ModeTracker()   # what the output turned on: restore_sequence() at exit
         self._on_eof = on_eof
         self._pipe_r, self._pipe_w = os.pipe()
         self._finishing = threading.Event()
@@ -57,6 +59,7 @@ class OutputPump:
     def _output(self, chunk: bytes) -> None:
         """Every chunk of the agent's output passes here, in order, once: what watches the
         output (adapters, trackers) is called from this one place."""
+        self.modes.feed(chunk)
         if self._tap is not None:
             self._tap(chunk)
         write_all(self._pipe_w, chunk)

@@ -74,7 +74,8 @@ class Supervisor:
             self.sink.wake)
         self.console = Console(envr.stdin_fd, envr.stdout_fd)
         self.fx = Effects(self.run_id, self.task, identity.developer, ledger, adapter, self.run_dir / "state.json",
-                          envr.interactive, envr.say, self.console.say, notify, identity, self.console.repaint)
+                          envr.interactive, envr.say, self.console.say, self.console.title, notify, identity,
+                          self.console.repaint)
         self.child: Child | None = None
         self.sentinel: Any = None
         self.proxy: Any = None
@@ -162,6 +163,7 @@ class Supervisor:
                 self._loop(sigs)
             finally:
                 if self.console.terminal is not None:
+                    self.console.restore_modes()
                     self.console.terminal.restore()
         return self._finish()
 

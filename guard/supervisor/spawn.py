@@ -8,6 +8,7 @@ import subprocess
 import sys
 import termios
 from dataclasses import dataclass
+from pathlib import Path
 
 from guard.errors import AgentNotExecutable, AgentNotFound
 from guard.supervisor.linux import die_with_parent
@@ -68,10 +69,17 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, use_pty: bool,
     return Child(popen.pid, master, popen)
 
 
+# -S: no site-packages scan, so the sentinel is up in a fraction of guard's own start; it
+# needs only guard's package, found where this one was loaded from
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent.parent
+SENTINEL_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                 "from guard.supervisor.sentinel import main; main()")
+
+
 def start_sentinel(pgid: int, run_id: str) -> subprocess.Popen:  # type: ignore[type-arg]
     """See guard.supervisor.sentinel: kills the agent's tree if guard dies."""
     return subprocess.Popen(
-        [sys.executable, "-m", "guard.supervisor.sentinel", str(pgid), run_id],
+        [sys.executable, "-S", "-c", SENTINEL_MAIN, str(PACKAGE_ROOT), str(pgid), run_id],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )

@@ -28,7 +28,13 @@ def ledger(tmp_path: Path) -> SqliteLedger:
     for rid, dev, day, usd in (("a1", "alice@x.io", 1, 2.0), ("a2", "alice@x.io", 2, 3.0),
                                ("b1", "Bob@x.io", 2, 1.5), ("b2", "bob@x.io", 3, 4.0)):
         led.create_run(RunRecord(id=rid, tool="claude", task="t", developer=dev, started_at=utc(2026, 3, day)))
-        led.upsert_event(rid, UsageEvent(key="k", source="t", input_tokens=1, ts=utc(2026, 3, day)), usd, True)
+        led.upsert_event(rid, UsageEvent(key="k", source="t", model="claude-sonnet-4-5", input_tokens=1,
+                                         ts=utc(2026, 3, day)), usd, True)
+    # spend on other bills: another provider's model, and Claude through a cloud
+    led.create_run(RunRecord(id="a3", tool="aider", task="t", developer="alice@x.io", started_at=utc(2026, 3, 1)))
+    for key, model in (("o", "gpt-4o"), ("b", "bedrock/anthropic.claude-sonnet-4-5"), ("n", None)):
+        led.upsert_event("a3", UsageEvent(key=key, source="t", model=model, input_tokens=1, ts=utc(2026, 3, 1)),
+                         9.0, True)
     return led
 
 

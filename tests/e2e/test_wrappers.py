@@ -1,4 +1,4 @@
-"""Drop-in wrappers: `claude --version` through the wrapper reaches the real binary under guard,
+"""Drop-in wrappers: `claude --version` through the wrapper reaches the real binary (a passthrough),
 and no arrangement of PATH or symlinks makes a wrapper call itself."""
 from __future__ import annotations
 
@@ -60,9 +60,7 @@ def test_claude_version_through_the_wrapper_runs_under_guard(tmp_path: Path, gua
     out = subprocess.run(["claude", "--version"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Claude Code" in out.stdout
-    recorded = runs(env)
-    assert [(r["tool"], r["status"], r["exit_code"]) for r in recorded] == [("claude", "completed", 0)]
-    assert recorded[0]["argv"] == ["--version"]
+    assert runs(env) == []   # --version is a passthrough: guard execs the tool and records nothing
 
 
 @pytest.mark.parametrize("layout", ["twice", "symlink", "symlinked-dir"])
@@ -83,7 +81,7 @@ def test_no_recursion_with_the_dir_twice_or_symlinks(tmp_path: Path, guard_launc
     out = subprocess.run(["claude", "--version"], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "Claude Code" in out.stdout
-    assert len(runs(env)) == 1          # one guard, not a guard under a guard
+    assert runs(env) == []   # ended, without a loop; a passthrough records nothing
 
 
 def test_no_real_binary_is_not_found_not_a_loop(tmp_path: Path, guard_launcher: str) -> None:

@@ -218,7 +218,7 @@ def notify_soft(ledger: SqliteLedger, notify: dict[str, object], now: float) -> 
     state = RunState(limits={}, started_at=now, budgets=ledger_view.read(ledger, ALICE, POLICY, "me", now))
     _, actions = decide(state, Spent(Totals()), now)
     fx = Effects("me", "t", "alice", ledger, None, Path("/nonexistent/state.json"), False,  # type: ignore[arg-type]
-                 shown.append, lambda text: None, notify, ALICE)
+                 shown.append, lambda text: None, lambda text: None, notify, ALICE)
     for a in actions:
         fx.do(a)
     return shown

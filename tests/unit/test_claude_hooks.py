@@ -91,7 +91,15 @@ STATE = {
 def test_status_line_shows_each_ceiling() -> None:
     assert guard_line(STATE) == "guard $0.42/$10.00 · 12k/500k tok · 3/60 steps · 1m15s/30m00s"
     assert guard_line({"totals": {"cost_usd": 1.5}}) == "guard $1.50 spent"
-    assert guard_line(STATE | {"halt": HALT}).endswith("HALTED (usd)")
+    assert guard_line(STATE | {"halt": HALT}).endswith("\x1b[31mHALTED (usd)\x1b[0m")
+
+
+def test_status_line_shows_the_latest_soft_warning_in_colour() -> None:
+    soft = [{"ceiling": "steps", "message": "75% of the 60-step task ceiling (45 used)"},
+            {"ceiling": "usd", "message": "75% of the $2.00 task ceiling ($1.50 spent)"}]
+    line = guard_line(STATE | {"soft": soft})
+    assert line.endswith(" · \x1b[33m⚠ 75% of the $2.00 task ceiling ($1.50 spent)\x1b[0m")
+    assert guard_line(STATE | {"soft": [{"ceiling": "usd"}, "junk"]}) == guard_line(STATE)
 
 
 def test_status_line_runs_the_users_command_with_the_same_input(tmp_path: Path) -> None:

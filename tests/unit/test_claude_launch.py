@@ -191,3 +191,10 @@ def test_guard_wrappers_are_skipped(ctx: LaunchContext, tmp_path: Path) -> None:
 def test_merge_settings_with_nothing() -> None:
     ours = guard_settings(Path("/s"), Path("/f"), None)
     assert merge_settings(None, ours) == ours
+
+
+def test_resume_hint_names_a_launcher_not_guards_settings() -> None:
+    from guard.adapters.claude_launch import RESUME_HINT_VAR, resume_hint_env
+
+    assert resume_hint_env({}) == {RESUME_HINT_VAR: "claude"}
+    assert resume_hint_env({RESUME_HINT_VAR: "myclaude"}) == {}   # the user's own choice stays

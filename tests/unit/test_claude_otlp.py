@@ -56,3 +56,33 @@ def test_receiver_over_http() -> None:
     finally:
         r.stop()
     assert [e.key for e in got] == ["req:req_fake0004"]
+
+
+def test_a_client_reset_mid_request_prints_no_traceback(capfd) -> None:  # type: ignore[no-untyped-def]
+    """Claude Code killed at a stop resets its telemetry connection: nothing reaches the screen."""
+    import socket
+    import struct
+
+    from guard.adapters.claude_otlp import OtlpReceiver
+    from tests.helpers import wait_until
+
+    errors: list[str] = []
+    rec = OtlpReceiver(lambda ev: None, on_error=errors.append)
+    rec.start()
+    try:
+        port = int(rec.endpoint.rsplit(":", 1)[1])
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"POST /v1/logs HTTP/1.1\r\nContent-Length: 100000\r\nContent-Type: application/json\r\n\r\n{")
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST on close
+            s.close()
+        # the receiver still answers afterwards
+        import urllib.request
+
+        req = urllib.request.Request(f"{rec.endpoint}/v1/logs", data=b"{}", headers={"Content-Type": "application/json"})
+        assert wait_until(lambda: urllib.request.urlopen(req, timeout=5).status == 200, timeout=10)
+    finally:
+        rec.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ConnectionResetError" not in err
+    assert errors == []

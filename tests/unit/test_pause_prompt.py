@@ -10,7 +10,7 @@ def prompt(kind="usd"):
 
 def test_raise_reads_an_amount_line_with_backspace():
     p, out = prompt()
-    assert p.feed("x") is None          # keys outside the menu are ignored
+    assert p.feed("x") is None          # a key outside the menu shows the choices again
     assert p.feed("r") is None
     assert p.feed("57\x7f.5") is None
     assert p.feed("\r") == Answer("raise", 5.5)
@@ -38,3 +38,25 @@ def test_ceiling_that_cannot_be_raised_goes_back_to_the_menu():
     assert p.feed("r") is None
     assert "cannot be raised" in "".join(out)
     assert p.feed("c") == Answer("continue")
+
+
+def test_ctrl_c_esc_and_other_keys_at_the_menu_show_the_choices_again():
+    p, out = prompt()
+    opened = len(out)
+    assert p.feed("\x03") is None
+    assert p.feed("\x1b") is None
+    assert p.feed("\x1b[A") is None      # an arrow key is one key: one redisplay
+    assert p.feed("x") is None
+    again = out[opened:]
+    assert len(again) == 4 and all("[r]aise the ceiling" in w for w in again)
+    assert p.feed("s") == Answer("stop")
+
+
+def test_prompt_starts_on_a_clean_line_and_shows_soft_warnings():
+    out: list[str] = []
+    PausePrompt(out.append).open("halted: $2.00 task ceiling reached", "usd",
+                                 soft=["75% of the $2.00 task ceiling ($1.50 spent)"])
+    text = "".join(out)
+    assert text.startswith("\x1b[0m\x1b[999;1H\r\n\x1b[2K")     # bottom row, a fresh line, cleared
+    assert "\x1b[33mguard: warning: 75% of the $2.00 task ceiling ($1.50 spent)\x1b[0m" in text
+    assert text.index("warning") < text.index("guard: paused:") < text.index("[r]aise")

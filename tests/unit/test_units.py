@@ -26,3 +26,14 @@ def test_bad_values_are_config_errors_naming_the_flag(bad):
     for parse in (parse_usd, parse_count, parse_duration):
         with pytest.raises(ConfigError, match="--max-x"):
             parse(bad, "--max-x")
+
+
+def test_one_formatter_for_money_tokens_and_counts() -> None:
+    from guard.units import describe_approval, format_tokens, format_usd, plural
+
+    assert [format_usd(v) for v in (0, 0.0805, 2.82, 1204.5, 0.004)] == ["$0.00", "$0.08", "$2.82", "$1,204.50", "$0.0040"]
+    assert [format_tokens(v) for v in (950, 12_500, 207_000, 1_200_000)] == ["950", "12.5k", "207k", "1.2M"]
+    assert plural(1, "step") == "1 step" and plural(2, "step") == "2 steps" and plural(0, "run") == "0 runs"
+    assert describe_approval("usd", None) == "continued past the USD ceiling for the run"
+    assert describe_approval("usd", 5) == "raised the USD ceiling by $5.00"
+    assert describe_approval("steps", 1) == "raised the step ceiling by 1 step"
