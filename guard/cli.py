@@ -40,7 +40,7 @@ class State:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = open_ledger(self.settings.ledger, self.envr.home)
+            self._ledger = open_ledger(self.settings.ledger, self.envr.home, self.settings.offline)
             mark_crashed(self._ledger)
         return self._ledger
 

@@ -295,10 +295,10 @@ def test_starts_offline_and_syncs_a_whole_run_later(pg_url: str, relay: Relay, t
     led.close()
 
 
-def test_closed_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:
+def test_refuse_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:
     relay.cut()
-    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=60, offline="closed")
-    with pytest.raises(LedgerError, match="closed"):
+    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=60, offline="refuse")
+    with pytest.raises(LedgerError, match="policy is refuse"):
         scope_totals(led, "developer:alice", 0.0, 4e9)
     led.close()
 
