@@ -181,6 +181,9 @@ def status(state: State, as_json: bool) -> None:
         click.echo("nothing running")
     else:
         _runs_table(records)
+    unsynced = getattr(state.ledger, "unsynced_events", None)
+    if unsynced is not None and not as_json:
+        click.echo(f"ledger {state.ledger.describe()}: {unsynced()} events not yet synced")
 
 
 @cli.command()

@@ -47,11 +47,17 @@ class LastKnown:
         return max(0.0, now - self.fetched_at)
 
 
-def offline_spend(policy: str, last_known: LastKnown | None, local: Totals, where: str = "") -> Totals:
-    """Spend to enforce a shared ceiling with while the ledger is unreachable.
+def offline_spend(policy: str, last_known: LastKnown | None, local: Totals, where: str = "",
+                  shared: bool = True) -> Totals:
+    """Spend to enforce a ceiling with while the ledger is unreachable.
 
-    last-known: the last shared figure plus what this machine spent since (unknown: refuse, fail
-    closed); allow: the same, an unknown figure counting as 0; refuse: no shared figure at all."""
+    For a shared ceiling (developer, team, line): last-known: the last shared figure plus what this
+    machine spent since (unknown: refuse, fail closed); allow: the same, an unknown figure counting
+    as 0; refuse: no shared figure at all. A task's own figure (`shared=False`) is the last one known
+    plus this machine's, or this machine's alone when the task was never read here: a new task
+    during an outage starts."""
+    if not shared:
+        return last_known.totals.plus(local) if last_known else local
     if policy == "refuse":
         raise LedgerOffline(where, "the offline policy is refuse: no new spend is admitted")
     if last_known is None:
@@ -88,17 +94,31 @@ def query_kind(name: str) -> Callable[[QueryFn], QueryFn]:
 class Query:
     kind: str
     args: tuple[Any, ...]
+    # A figure spooled events never change (grants: written online only), named by its own key.
+    fixed: Callable[[SqlLedger], Totals] | None = None
+
+    @staticmethod
+    def opaque(key: str, fn: Callable[[SqlLedger], Totals]) -> Query:
+        return Query("opaque", (key,), fn)
 
     @property
     def key(self) -> str:
         return json.dumps([self.kind, list(self.args)])
 
     @staticmethod
-    def from_key(key: str) -> Query:
+    def from_key(key: str) -> Query | None:
+        """The query a remembered key names; None for one that spooled events do not change."""
         kind, args = json.loads(key)
-        return Query(kind, tuple(args))
+        return Query(kind, tuple(args)) if kind in _KINDS else None
+
+    @property
+    def shared(self) -> bool:
+        """A figure for a shared ceiling (every kind but a task's own)."""
+        return self.kind != "task"
 
     def run(self, led: SqlLedger, exclude_run: str | None) -> Totals:
+        if self.fixed is not None:
+            return self.fixed(led)
         return _KINDS[self.kind](led, list(self.args), exclude_run)
 
 

@@ -323,9 +323,14 @@ class PostgresLedger(SqlLedger):
 
     # -- last-known figures for offline enforcement ----------------------------------------------
 
-    def cached_totals(self, query: Query, exclude_run: str | None = None) -> Totals:
+    def cached_totals(self, query: Query | str, exclude_run: str | None | Callable[[SqlLedger], Totals] = None
+                      ) -> Totals:
         """`query` on PostgreSQL (remembering the answer), or while unreachable the offline
-        policy's figure (guard.ledger.offline.offline_spend)."""
+        policy's figure (guard.ledger.offline.offline_spend). Also `(key, fn)`: a figure of its own."""
+        if isinstance(query, str):
+            assert callable(exclude_run)
+            query, exclude_run = Query.opaque(query, exclude_run), None
+        assert not callable(exclude_run)
         with self._lock:
             if self._direct_depth:
                 return query.run(self, exclude_run)
@@ -341,7 +346,7 @@ class PostgresLedger(SqlLedger):
 
     def offline_totals(self, query: Query, exclude_run: str | None = None) -> Totals:
         return offline_spend(self.offline_policy, self.last_known(query, exclude_run),
-                             query.run(self.spool, exclude_run), safe_url(self.url))
+                             query.run(self.spool, exclude_run), safe_url(self.url), query.shared)
 
     def remember_totals(self, query: Query, exclude_run: str | None, value: Totals) -> None:
         """Inside a routed query: keep `value` (the figure without `exclude_run`) for offline use."""
@@ -460,6 +465,8 @@ class PostgresLedger(SqlLedger):
         # next time the link drops.
         for key, run, totals in self.spool._execute("SELECT query, run, totals FROM last_known"):
             query = Query.from_key(key)
+            if query is None:
+                continue
             sent = query.run(self.spool, None)
             if run:
                 sent = minus(sent, query.run(self.spool, run))

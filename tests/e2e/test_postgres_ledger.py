@@ -18,6 +18,7 @@ import pytest
 from guard import budgets
 from guard.errors import LedgerError, Refused
 from guard.ledger import open_ledger
+from guard.ledger.offline import Query
 from guard.ledger.postgres import PostgresLedger, convert_placeholders
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.reservations import release, reserve, scope_totals
@@ -274,6 +275,31 @@ def test_events_spooled_while_offline_and_synced_once(pg_url: str, relay: Relay,
     assert rows == [("k1", 1.0), ("k2", 2.0), ("k3", 4.0)]
     assert status == "completed"
     assert scope_totals(led, "developer:alice", *day).cost_usd == 7.0   # not 13: nothing doubled
+    led.close()
+
+
+def test_new_run_during_an_outage_finds_the_figure_an_earlier_run_read(
+        pg_url: str, relay: Relay, tmp_path: Path) -> None:
+    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=0.2)
+    now = time.time()
+    day = (now - 3600, now + 3600)
+    led.create_run(run("r1"))
+    led.upsert_event("r1", ev("k1"), 1.0, True)
+    other = open_ledger(pg_url, tmp_path / "elsewhere")          # another machine spent 2.0
+    other.create_run(run("o1"))
+    other.upsert_event("o1", ev("k1"), 2.0, True)
+    other.close()
+    # r1 reads the developer's day without its own part, as the run loop does
+    assert led.spend(*day, developer="alice", exclude_run="r1").cost_usd == 2.0
+    led.upsert_event("r1", ev("k2"), 0.5, True)                 # sent: now part of the shared 3.5
+    relay.cut()
+    led.upsert_event("r1", ev("k3"), 0.25, True)                # spooled
+    assert not led.online
+    # a new run on this machine: the last figure (1.0 + 2.0 + 0.5 sent since) + the spool (0.25)
+    assert led.spend(*day, developer="alice", exclude_run="r2").cost_usd == pytest.approx(3.75)
+    # r1 itself still sees everything but its own part
+    assert led.spend(*day, developer="alice", exclude_run="r1").cost_usd == pytest.approx(2.0)
+    assert led.last_known(Query("spend", (*day, "alice", None, None)), "r2") is not None
     led.close()
 
 
