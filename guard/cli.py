@@ -1,6 +1,7 @@
 """Command line: parse, call, map errors to exit codes. No logic of its own."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -14,7 +15,7 @@ from guard import __version__
 from guard.config import Settings, load_settings
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, UsageError
-from guard.ledger import Ledger, open_ledger
+from guard.ledger import Ledger, marker, open_ledger
 from guard.ledger.records import RunRecord
 from guard.options import VALUE_OPTIONS, flag_values, limit_options
 
@@ -40,9 +41,15 @@ class State:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            self._ledger = open_ledger(self.settings.ledger, self.envr.home, self.settings.offline)
-            mark_crashed(self._ledger)
+            ledger = self.unchecked_ledger()
+            marker.check(ledger, self.envr.home)   # a ledger that lost its history: exit 125
+            atexit.register(marker.record, ledger, self.envr.home)
+            mark_crashed(ledger)
+            self._ledger = ledger
         return self._ledger
+
+    def unchecked_ledger(self) -> Ledger:
+        return open_ledger(self.settings.ledger, self.envr.home, self.settings.offline)
 
 
 def mark_crashed(ledger: Ledger) -> None:
@@ -184,6 +191,23 @@ def status(state: State, as_json: bool) -> None:
     unsynced = getattr(state.ledger, "unsynced_events", None)
     if unsynced is not None and not as_json:
         click.echo(f"ledger {state.ledger.describe()}: {unsynced()} events not yet synced")
+
+
+@cli.group()
+def ledger() -> None:
+    """The ledger itself."""
+
+
+@ledger.command("accept-reset")
+@pass_state
+def accept_reset(state: State) -> None:
+    """Accept the ledger as it is now, after it was emptied, replaced or lost rows."""
+    led = state.unchecked_ledger()
+    before = marker.accept(led, state.envr.home)
+    seen = marker.observe(led)
+    was = f" (was {before.runs} runs, {before.events} events)" if before else ""
+    click.echo(f"guard: accepted ledger {led.describe()}: {seen.runs if seen else 0} runs, "
+               f"{seen.events if seen else 0} events{was}")
 
 
 @cli.command()

@@ -22,7 +22,7 @@ import yaml
 
 from guard import budgets
 from guard.errors import ConfigError, GuardError
-from guard.ledger import open_ledger
+from guard.ledger import marker, open_ledger
 from guard.ledger.periods import PERIODS, format_reset, period_label
 from guard.ledger.sql import SqlLedger
 from guard.policy import EffectivePolicy, effective_policy, load_policy
@@ -49,6 +49,7 @@ class TeamContext:
         if self._ledger is None:
             url = self.ledger_url or self.effective().get("ledger")
             self._ledger = open_ledger(url, self.home)
+            marker.check(self._ledger, self.home)
         return self._ledger
 
 

@@ -127,6 +127,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # 6: the ledger's own identity (a GUARD_HOME marker outside the ledger names it, so a replaced or
+    # emptied ledger is noticed), and how a run's process tree was held (cgroup, subreaper, pgroup).
+    (6, [
+        """CREATE TABLE ledger_meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        "ALTER TABLE runs ADD COLUMN held_by TEXT",
+    ]),
 ]
 
 DIALECTS = {

@@ -22,7 +22,7 @@ from guard.ledger.offline import Query
 from guard.ledger.postgres import PostgresLedger, convert_placeholders
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.reservations import release, reserve, scope_totals
-from guard.ledger.schema import LATEST
+from guard.ledger.schema import LATEST, VERSIONS
 from guard.usage import UsageEvent
 from tests.pgtest import pg_schema
 
@@ -137,7 +137,7 @@ def test_migrates_to_latest_and_reopens(pg_url: str, tmp_path: Path) -> None:
     led.close()
     led = open_ledger(pg_url, tmp_path)   # second open: no migration runs twice
     assert [r[0] for r in led._execute("SELECT version FROM schema_version ORDER BY version")] == \
-        list(range(1, LATEST + 1))
+        list(VERSIONS)
     led.close()
 
 
@@ -332,3 +332,41 @@ def test_refuse_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp
 def test_bad_url_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError):
         PostgresLedger("postgresql://x@127.0.0.1:5432/test?bogus_option=1", tmp_path)
+
+
+# -- history and versions ----------------------------------------------------------------------------
+
+
+def test_a_schema_that_lost_rows_is_refused(pg_url: str, tmp_path: Path) -> None:
+    from guard.ledger import marker
+
+    led = PostgresLedger(pg_url, tmp_path)
+    led.create_run(run("r1"))
+    led.upsert_event("r1", ev("k1"), 1.0, True)
+    marker.check(led, tmp_path)
+    marker.record(led, tmp_path)
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("DELETE FROM events WHERE run_id = 'r1'")
+    with pytest.raises(marker.LedgerTampered, match="lost rows .*accept-reset"):
+        marker.check(led, tmp_path)
+    marker.accept(led, tmp_path)
+    marker.check(led, tmp_path)
+    led.close()
+
+
+def test_an_older_guard_keeps_working_on_a_newer_schema(pg_url: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import guard.ledger.sql as sql
+
+    PostgresLedger(pg_url, tmp_path / "new").close()          # migrated by this guard
+    older = [v for v in sql.VERSIONS if v != LATEST]
+    monkeypatch.setattr(sql, "VERSIONS", older)                # a guard that predates the latest one
+    led = PostgresLedger(pg_url, tmp_path / "old")
+    led.create_run(run("r-old"))
+    led.upsert_event("r-old", ev("k1"), 1.5, True)
+    led.update_run("r-old", status="completed", ended_at=time.time(), exit_code=0)
+    assert led.get_run("r-old").usage.cost_usd == 1.5
+    with psycopg.connect(pg_url) as c:
+        applied = {r[0] for r in c.execute("SELECT version FROM schema_version").fetchall()}
+    assert LATEST in applied and len(applied) == len(set(applied))   # nothing applied twice or undone
+    led.close()
