@@ -71,7 +71,7 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str, use_pty: bool,
 def start_sentinel(pgid: int, run_id: str) -> subprocess.Popen:  # type: ignore[type-arg]
     """See guard.supervisor.sentinel: kills the agent's tree if guard dies."""
     return subprocess.Popen(
-        [sys.executable, "-m", "guard.supervisor.sentinel", str(pgid), run_id],
+        [sys.executable, "-m", "guard.supervisor.sentinel", str(pgid), run_id, str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )
