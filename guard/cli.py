@@ -18,6 +18,7 @@ from guard.errors import ExitStatus, GuardError, UsageError
 from guard.ledger import Ledger, marker, open_ledger
 from guard.ledger.records import RunRecord
 from guard.options import VALUE_OPTIONS, flag_values, limit_options
+from guard.supervisor.ancestry import refuse_inside_run
 
 TOOLS = ("claude", "aider", "codex", "run")
 
@@ -245,6 +246,7 @@ def resume(state: State, run_id: str, raise_usd: str | None, raise_tokens: str |
         raises["steps"] = parse_count(raise_steps, "--raise-steps")
     if raise_time is not None:
         raises["time"] = parse_duration(raise_time, "--raise-time")
+    refuse_inside_run("guard resume", state.ledger)
     run = state.ledger.get_run(run_id)
     who = _who(state)
     if run.status in ("running", "paused"):

@@ -25,6 +25,7 @@ from guard.errors import ConfigError, GuardError
 from guard.ledger import marker, open_ledger
 from guard.ledger.periods import PERIODS, format_reset, period_label
 from guard.ledger.sql import SqlLedger
+from guard.supervisor.ancestry import refuse_inside_run
 from guard.policy import EffectivePolicy, effective_policy, load_policy
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -241,6 +242,7 @@ def budget_grant(ctx: click.Context, developer: str | None, team: str | None, li
     from guard.units import parse_usd
 
     tc = _context(ctx)
+    refuse_inside_run("guard budget grant", tc.ledger())
     scope = _scope(developer, team, line)
     amount = parse_usd(usd, "--usd")
     who = granted_by or budgets.resolve_developer(tc.config)[0]
