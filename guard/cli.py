@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from guard import __version__
+from guard import __version__, config_drift
 from guard.config import Settings, load_settings
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, UsageError
@@ -110,7 +110,16 @@ def _tool_command(tool: str) -> click.Command:
         ledger = state.ledger
         wrapper_dirs = tuple(Path(p) for p in state.envr.env.get("GUARD_WRAPPER_DIR", "").split(os.pathsep) if p)
         run = Run(state.envr, settings, ledger, load_adapter(tool), tool, state.tool_args, wrapper_dirs)
-        raise SystemExit(run.execute())
+        configs = config_drift.config_paths(state.envr.env, state.envr.cwd)
+        at_start = config_drift.fingerprint(configs)
+        note = config_drift.start_note(state.envr.home, at_start)
+        if note:
+            click.echo(f"guard: warning: {note}", err=True)
+        try:
+            code = run.execute()
+        finally:
+            config_drift.record_run_end(state.envr.home, run.run_id, at_start, config_drift.fingerprint(configs))
+        raise SystemExit(code)
 
     return command
 

@@ -69,3 +69,17 @@ def test_a_guarded_agent_cannot_raise_its_own_limits(home: Path, tmp_path: Path)
     assert outside.returncode == 0, outside.stderr
     shown = json.loads(run_guard(home, "budget", "show", "--json", env=env).stdout)
     assert [c["granted"] for c in shown["ceilings"]] == [5]
+
+
+def test_a_config_written_during_a_run_is_named_at_the_next_start(home: Path, tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    env = guard_env(home)
+    writer = "open('.guard.yaml', 'w').write('max_usd: 1000\\n')"
+    first = run_guard(home, "run", "--", sys.executable, "-c", writer, cwd=repo, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "config changed" not in first.stderr
+    run_id = json.loads(run_guard(home, "runs", "--json", env=env).stdout)[0]["id"]
+    second = run_guard(home, "run", "--", sys.executable, "-c", "pass", cwd=repo, env=env)
+    assert second.returncode == 0, second.stderr
+    assert f".guard.yaml (written during run {run_id})" in second.stderr
