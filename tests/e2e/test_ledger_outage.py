@@ -83,3 +83,59 @@ def test_outage_mid_run_loses_nothing_and_kills_nothing(cluster: Cluster, home: 
     spent = _db(cluster.url, "SELECT ROUND(SUM(cost_usd)::numeric, 2) FROM events e JOIN runs r "
                              "ON r.id = e.run_id WHERE r.task <> 'halted'")[0][0]
     assert float(spent) == pytest.approx(0.45)  # type: ignore[arg-type]
+
+
+PROXY_AGENT = """
+import pathlib, sys, time, anthropic
+client = anthropic.Anthropic(max_retries=0)
+here = pathlib.Path(sys.argv[1])
+def call():
+    with client.messages.stream(model="claude-sonnet-4-5", max_tokens=400,
+                                messages=[{"role": "user", "content": "go " * 50}]) as s:
+        s.get_final_message()
+for i in range(5):
+    if i == 2:                              # the test takes the server away here
+        (here / "ready").touch()
+        while not (here / "go").exists():
+            time.sleep(0.05)
+    call()
+print("calls done")
+"""
+
+
+def test_outage_behind_the_proxy_bills_and_records_every_call(cluster: Cluster, tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from tests.fakes.anthropic_server import FakeAnthropic
+    from tests.tools import REPO
+
+    (tmp_path / "agent.py").write_text(PROXY_AGENT)
+    home = tmp_path / "guard-home"
+    with FakeAnthropic() as fake:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI", "CLAUDE", "GUARD"))}
+        env.update(GUARD_HOME=str(home), HOME=str(tmp_path), ANTHROPIC_BASE_URL=fake.url,
+                   ANTHROPIC_API_KEY="sk-ant-dummy", PYTHONPATH=str(REPO), GUARD_LEDGER=cluster.url,
+                   GUARD_LEDGER_RETRY="0.3", XDG_CONFIG_HOME=str(tmp_path / "config"))
+        guard = subprocess.Popen(guard_cmd("--meter", "proxy", "run", "--", sys.executable, "agent.py",
+                                           str(tmp_path)),
+                                 env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(lambda: (tmp_path / "ready").exists() or guard.poll() is not None, timeout=60,
+                       message="two calls through the proxy")
+            cluster.stop()
+            (tmp_path / "go").touch()
+            out, err = guard.communicate(timeout=120)
+        finally:
+            if guard.poll() is None:
+                guard.kill()
+                guard.communicate()
+        assert guard.returncode == 0, err
+        assert "calls done" in out
+        truth = fake.usage_totals()
+    cluster.start()
+    wait_until(lambda: run_guard(home, "status", env=env).stdout.endswith(": 0 events not yet synced\n"),
+               timeout=60, message="spool synced")
+    rows = _db(cluster.url, "SELECT r.status, COUNT(e.key), SUM(e.input_tokens), SUM(e.output_tokens) "
+                            "FROM runs r JOIN events e ON e.run_id = r.id GROUP BY r.status")
+    assert rows == [("completed", 5, truth["input_tokens"], truth["output_tokens"])]
