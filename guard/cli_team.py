@@ -25,8 +25,8 @@ from guard.errors import ConfigError, GuardError
 from guard.ledger import marker, open_ledger
 from guard.ledger.periods import PERIODS, format_reset, period_label
 from guard.ledger.sql import SqlLedger
-from guard.supervisor.ancestry import refuse_inside_run
 from guard.policy import EffectivePolicy, effective_policy, load_policy
+from guard.supervisor.ancestry import refuse_inside_run
 
 F = TypeVar("F", bound=Callable[..., Any])
 

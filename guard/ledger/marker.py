@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import uuid
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,7 @@ def _read(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise LedgerError(f"{path}: unreadable ledger marker ({e}); remove it or run `{ACCEPT_COMMAND}`")
+        raise LedgerError(f"{path}: unreadable ledger marker ({e}); run `{ACCEPT_COMMAND}`") from None
     return data if isinstance(data, dict) else {}
 
 

@@ -37,8 +37,8 @@ import psycopg
 from psycopg import conninfo
 
 from guard.errors import LedgerError
-from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.offline import LastKnown, Query, minus, offline_spend, policy_named
+from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.sql import _RUN_COLUMNS, SqlLedger
 from guard.ledger.sqlite import SqliteLedger
 from guard.usage import Totals, UsageEvent
