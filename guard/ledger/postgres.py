@@ -2,21 +2,19 @@
 
 Same schema and queries as SQLite (guard.ledger.sql); `?` placeholders become `%s`.
 
-Offline behaviour (PostgreSQL unreachable at start or mid-run) -- the documented policy:
+Offline behaviour (PostgreSQL unreachable at start or mid-run):
 
-* Nothing is lost. Every write (runs, events, notices, approvals, halts, controls) goes to a local
-  SQLite spool under GUARD_HOME/spool/ and into an operation log. When PostgreSQL answers again
-  (retried at most every `retry_seconds`), the log is replayed in order before anything else.
-  Replay is idempotent: events are keyed by (run_id, key) and upserted, runs are inserted once,
-  so a write that reached the server just before the link died is not counted twice.
-* What is enforced meanwhile (`offline=`, or env GUARD_LEDGER_OFFLINE):
-  - "last-known" (default): a period's spend is the last figure read from PostgreSQL for the very
-    same query (cached on disk, so a new run on this machine sees it too) plus everything this
-    machine spooled since. A period never read while online is unknown: the query raises
-    LedgerError, so a new run is refused rather than admitted blind (fail closed).
-  - "open": like last-known, but an unknown period counts as 0 (fail open).
-  - "closed": every spend query raises LedgerError while offline (no new runs at all).
-  Reservations while offline are local to this machine (the spool's own table).
+* Nothing is lost. Every write (runs, events, notices, approvals, halts, controls) is committed
+  first to an operation log in a local SQLite spool under GUARD_HOME/spool/ (and applied to the
+  spool's own tables: the local view while offline), then replayed to PostgreSQL in order, and
+  removed from the log only once the server committed it. While offline, the server is retried
+  at most every `retry_seconds`, from any read or write; the log is replayed before anything else.
+  Replay is idempotent: events are keyed by (run_id, key) and upserted, runs are inserted once.
+* What shared ceilings count meanwhile is guard.ledger.offline.offline_spend (the `offline`
+  setting, or env GUARD_LEDGER_OFFLINE), from the facts this class exposes: `reachable()`,
+  `last_known(query, exclude_run)` (figure and age) and the spool's own figure. Last-known
+  figures are kept per query with each asking run's part beside them, and what a sync sends is
+  added to them before it leaves the spool.
 * Grants and reports need the shared truth: they call `require_online()` and fail with a
   LedgerError rather than answer from one machine's spool.
 """
