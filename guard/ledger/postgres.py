@@ -21,6 +21,7 @@ Offline behaviour (PostgreSQL unreachable at start or mid-run):
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -96,6 +97,7 @@ class PostgresLedger(SqlLedger):
             raise LedgerError(f"ledger {safe_url(url)}: {_first_line(e)}") from None
         digest = hashlib.sha256(safe_url(url).encode()).hexdigest()[:16]
         self.spool = SqliteLedger(self.home / "spool" / f"pg-{digest}.db")
+        self._spool_lock = os.open(self.home / "spool" / f"pg-{digest}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         self._init_spool()
         self._ensure_online()
 
@@ -156,6 +158,23 @@ class PostgresLedger(SqlLedger):
         with self._lock:
             self._drop()
             self.spool.close()
+            os.close(self._spool_lock)
+
+    @contextmanager
+    def _spool_tx(self) -> Iterator[None]:
+        """A spool write transaction, queued on a file lock first: guards on this machine then
+        wait in the kernel for each other's syncs instead of in SQLite's sleeping busy handler."""
+        with self._lock:
+            if self.spool._depth:
+                with self.spool.transaction():
+                    yield
+                return
+            fcntl.flock(self._spool_lock, fcntl.LOCK_EX)
+            try:
+                with self.spool.transaction():
+                    yield
+            finally:
+                fcntl.flock(self._spool_lock, fcntl.LOCK_UN)
 
     @contextmanager
     def _direct(self) -> Iterator[None]:
@@ -205,7 +224,7 @@ class PostgresLedger(SqlLedger):
                 with SqlLedger.transaction(self):
                     yield
                 return
-            with self.spool.transaction():
+            with self._spool_tx():
                 yield
             if not self.spool._depth:
                 self._flush()
@@ -241,7 +260,7 @@ class PostgresLedger(SqlLedger):
         with self._lock:
             if self._direct_depth:
                 return _apply(self, op, args, kwargs)
-            with self.spool.transaction():
+            with self._spool_tx():
                 self.spool._execute("INSERT INTO spool_ops (op, args, ts) VALUES (?, ?, ?)",
                                     (op, json.dumps(_encode(op, args, kwargs)), time.time()))
                 result = _apply(self.spool, op, args, kwargs)
@@ -361,7 +380,7 @@ class PostgresLedger(SqlLedger):
         self._remembered[(query.key, run)] = now
         # Under the spool's write lock, so no other guard here syncs between this read and write
         # (its events would be in neither the figure nor the spool).
-        with self.spool.transaction():
+        with self._spool_tx():
             everything = query.run(self, None) if run else value
             rows = [(query.key, "", everything)]
             if run:
@@ -388,7 +407,7 @@ class PostgresLedger(SqlLedger):
     # -- spool --------------------------------------------------------------------------------
 
     def _init_spool(self) -> None:
-        with self.spool.transaction():
+        with self._spool_tx():
             self.spool._execute(
                 "CREATE TABLE IF NOT EXISTS spool_ops (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "op TEXT NOT NULL, args TEXT NOT NULL, ts REAL NOT NULL)")
@@ -427,7 +446,7 @@ class PostgresLedger(SqlLedger):
         done = 0
         # The spool's write lock is held throughout, so another guard on this machine cannot
         # spool a write that this sync would then delete unsent.
-        with self.spool.transaction():
+        with self._spool_tx():
             while True:
                 rows = self.spool._execute(
                     "SELECT seq, op, args, ts FROM spool_ops ORDER BY seq LIMIT 500")
