@@ -1,13 +1,9 @@
 """Developer, team and budget-line ceilings per calendar period.
 
 Who pays (identity, budget line), what each period's ceiling is (policy + grants), how much of it
-is used (ledger), and the once-per-period soft notices. The run loop calls:
-
-    ident = resolve_identity(config, line=flag_line, task=task, tool=tool, cwd=cwd)
-    policy = BudgetPolicy.from_config(effective_config)
-    check_admission(ledger, ident, policy, time.time())       # raises Refused (exit 124)
-    tracker = PeriodTracker(ledger, ident, policy, run_id)
-    tracker.ceilings(run_usd=totals.cost_usd)                 # during the run, for the governor
+is used (ledger), and the once-per-period record of soft notices and their delivery. What to do
+about them is the decision core's (guard.governor); guard.supervisor.ledger_view reads these
+figures for it.
 """
 from __future__ import annotations
 
@@ -19,16 +15,14 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from guard.errors import ConfigError, Refused
+from guard.errors import ConfigError
 from guard.ledger.periods import PERIODS, format_reset, period_bounds, period_label
 from guard.ledger.reservations import _routed, reserved_usd, scope_totals
 from guard.ledger.sql import SqlLedger
@@ -328,46 +322,6 @@ def period_ceilings(ledger: SqlLedger, identity: Any, policy: Any, now: float | 
     return out
 
 
-def check_admission(ledger: SqlLedger, identity: Any, policy: Any, now: float | None = None, *,
-                    line: str | None = None) -> list[Ceiling]:
-    """At run start: the ceilings, or Refused (exit 124) naming the first exhausted one."""
-    now = time.time() if now is None else now
-    ceilings = period_ceilings(ledger, identity, policy, now, line=line)
-    for c in ceilings:
-        if c.exhausted:
-            raise Refused(f"refused: {c.refusal(now)}")
-    return ceilings
-
-
-def first_exhausted(ceilings: Sequence[Ceiling]) -> Ceiling | None:
-    return next((c for c in ceilings if c.exhausted), None)
-
-
-class PeriodTracker:
-    """During a run: other runs' period spend is re-read at most every `refresh` seconds; the
-    run's own spend is added on every call, so the governor sees it at once."""
-
-    def __init__(self, ledger: SqlLedger, identity: Any, policy: Any, run_id: str,
-                 refresh: float = 5.0, line: str | None = None) -> None:
-        self.ledger, self.identity, self.run_id = ledger, identity, run_id
-        self.policy, self.line = as_budget_policy(policy), line
-        self.refresh = refresh
-        self._base: list[Ceiling] = []
-        self._at = -1e18
-        self._lock = threading.Lock()
-
-    def ceilings(self, run_usd: float, now: float | None = None) -> list[Ceiling]:
-        now = time.time() if now is None else now
-        with self._lock:
-            stale = now - self._at >= self.refresh or any(now >= c.until for c in self._base)
-            if stale:
-                self._base = period_ceilings(self.ledger, self.identity, self.policy, now,
-                                             line=self.line, exclude_run=self.run_id)
-                self._at = now
-            base = self._base
-        return [Ceiling(**{**c.__dict__, "used": c.used + run_usd}) for c in base]
-
-
 # --------------------------------------------------------------------------------------------
 # grants
 
@@ -428,40 +382,6 @@ def mark_notified(ledger: SqlLedger, scope: str, period: str, period_start: floa
         return bool(rows)
 
     return bool(_routed(ledger, q))
-
-
-class TextSink(Protocol):
-    """Where notices are printed: a stream, or the run's own notice channel."""
-
-    def write(self, text: str, /) -> int: ...
-
-    def flush(self) -> None: ...
-
-
-def notify_soft(ledger: SqlLedger, ceilings: Sequence[Ceiling], notify: Mapping[str, Any] | None = None,
-                *, out: TextSink | None = None, now: float | None = None,
-                identity: Identity | None = None) -> list[str]:
-    """Emit each soft threshold crossed for the first time this period: terminal line, then the
-    optional webhook (POST JSON) and command. Returns the messages emitted."""
-    now = time.time() if now is None else now
-    out = sys.stderr if out is None else out
-    sent: list[str] = []
-    for c in ceilings:
-        for t in c.soft:
-            if c.limit <= 0 or c.committed < c.limit * t - 1e-9:
-                continue
-            msg = (f"guard: {c.name} at {c.committed / c.limit:.0%} (${c.committed:.2f} of ${c.limit:.2f}) "
-                   f"this {c.period} for {c.scope}; resets {format_reset(c.until, now, c.timezone)}")
-            if not mark_notified(ledger, c.scope, c.period, c.since, t, msg):
-                continue
-            sent.append(msg)
-            print(msg, file=out, flush=True)
-            payload = {"event": "guard.budget.threshold", "message": msg, "threshold": t,
-                       **c.as_json(), "developer": identity.developer if identity else None,
-                       "team": identity.team if identity else None,
-                       "machine": identity.machine if identity else socket.gethostname()}
-            deliver(notify or {}, payload)
-    return sent
 
 
 def deliver(notify: Mapping[str, Any], payload: dict[str, Any], timeout: float = 3.0) -> None:

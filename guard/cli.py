@@ -104,12 +104,11 @@ def _tool_command(tool: str) -> click.Command:
     @pass_state
     def command(state: State, args: tuple[str, ...]) -> None:
         from guard.adapters.registry import load_adapter
-        from guard.runner import Run
+        from guard.supervisor.setup import supervisor
 
-        settings = state.settings
-        ledger = state.ledger
         wrapper_dirs = tuple(Path(p) for p in state.envr.env.get("GUARD_WRAPPER_DIR", "").split(os.pathsep) if p)
-        run = Run(state.envr, settings, ledger, load_adapter(tool), tool, state.tool_args, wrapper_dirs)
+        run = supervisor(state.envr, state.settings, state.ledger, load_adapter(tool), tool, state.tool_args,
+                         wrapper_dirs)
         configs = config_drift.config_paths(state.envr.env, state.envr.cwd)
         at_start = config_drift.fingerprint(configs)
         note = config_drift.start_note(state.envr.home, at_start)
@@ -272,13 +271,13 @@ def resume(state: State, run_id: str, raise_usd: str | None, raise_tokens: str |
 
 
 def _fmt(raises: dict[str, float]) -> str:
-    from guard.governor import format_amount
+    from guard.governor.ceilings import format_amount
 
     return ", ".join(f"{k} +{format_amount(k, v)}" for k, v in raises.items())
 
 
 def _who(state: State) -> str:
-    from guard.runner import identity_for
+    from guard.supervisor.setup import identity_for
 
     return f"{identity_for(state.settings, state.envr, None, 'cli').developer} (cli)"
 
@@ -320,6 +319,16 @@ def _register_team_commands() -> None:
 
 
 _register_team_commands()
+
+
+def _register_dashboard_commands() -> None:
+    from guard import cli_dashboard
+
+    for command in cli_dashboard.COMMANDS:
+        cli.add_command(command)
+
+
+_register_dashboard_commands()
 
 
 def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:

@@ -132,8 +132,13 @@ def _dump(obj: Any) -> None:
 @click.option("--ago", type=int, default=0, help="periods back (1 = the previous one)")
 @click.option("--since", default=None, metavar="YYYY-MM-DD")
 @click.option("--until", default=None, metavar="YYYY-MM-DD", help="inclusive")
-@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day"]),
+@click.option("--by", "group_by", type=click.Choice(["developer", "team", "line", "tool", "task", "model", "day",
+                                                     "branch", "commit", "merge"]),
               default="developer", show_default=True)
+@click.option("--repo", "repo_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="work tree --by merge reads (default: the current directory)")
+@click.option("--html", "html_file", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="write the dashboard's view as one static HTML file")
 @click.option("--developer", default=None)
 @click.option("--team", default=None)
 @click.option("--tool", default=None)
@@ -143,23 +148,41 @@ def _dump(obj: Any) -> None:
 @_common
 @click.pass_context
 def report_cmd(ctx: click.Context, period: str, ago: int, since: str | None, until: str | None,
-               group_by: str, developer: str | None, team: str | None, tool: str | None, top: int,
-               as_json: bool, as_csv: bool) -> None:
-    """Spend for a period, grouped by developer, team, line, tool, task, model or day."""
+               group_by: str, repo_dir: Path | None, html_file: Path | None, developer: str | None,
+               team: str | None, tool: str | None, top: int, as_json: bool, as_csv: bool) -> None:
+    """Spend for a period, grouped by developer, team, line, tool, task, model, day, branch, commit
+    or merged branch."""
     from guard.report import build_report, resolve_range
+    from guard.report.outcome_groups import OUTCOME_GROUPS, build_outcome_report
     from guard.report.render import print_report, to_csv, to_json
 
     tc = _context(ctx)
     tz = tc.effective().get("timezone")
     lo, hi, label = resolve_range(period, time.time(), tz, ago=ago, since=since, until=until)
-    rep = build_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
-                       developer=developer, team=team, tool=tool)
+    if html_file is not None:
+        from guard.dashboard.page import write_html
+
+        write_html(html_file, tc.ledger(), tc.home, period=period, ago=ago, since=since, until=until, tz=tz)
+        click.echo(f"guard: wrote {html_file}")
+        return
+    if group_by in OUTCOME_GROUPS:
+        rep = build_outcome_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+                                   developer=developer, team=team, tool=tool, repo_dir=repo_dir)
+    else:
+        rep = build_report(tc.ledger(), lo, hi, group_by=group_by, tz=tz, label=label, top=top,
+                           developer=developer, team=team, tool=tool)
     if as_json:
         click.echo(to_json(rep))
     elif as_csv:
         click.echo(to_csv(rep), nl=False)
     else:
         print_report(rep)
+        if group_by == "merge":
+            from guard.report.render import print_rows
+
+            print_rows("merged into the default branch", ("branch", "spend", "commits", "merged"),
+                       [[g["key"], f"${g['spend_usd']:.2f}", g["commits"], g["merged_by"] or "no"]
+                        for g in rep.groups])
 
 
 # --------------------------------------------------------------------------------------------

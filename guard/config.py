@@ -77,13 +77,15 @@ KEYS: dict[str, tuple[Any, Any]] = {
     "policy": (_text, None),
     "notify": (_mapping, {}),
     "offline": (_choice("last-known", "refuse", "allow"), "last-known"),
+    # admission: below this output allowance a proxied request is not sent (the ceiling is reached)
+    "min_output_tokens": (lambda v, w: parse_count(v, w), 4096),
     **{section: (_mapping, {}) for section in TOOL_SECTIONS},
 }
 
 ENV_KEYS = {
     "max_usd", "max_tokens", "max_steps", "max_time", "on_limit", "soft_threshold", "grace",
     "unknown_price", "prices", "ledger", "meter", "task", "developer", "team", "machine", "line",
-    "timezone", "policy", "offline",
+    "timezone", "policy", "offline", "min_output_tokens",
 }
 
 

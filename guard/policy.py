@@ -9,6 +9,8 @@ value, where it came from, so `guard policy show` can explain it:
 Rules per key:
 * limits (max_usd, max_tokens, max_steps, max_time, budgets.{developer,team}.PERIOD,
   budgets.lines.NAME.PERIOD, budgets.hard): the smallest of policy / (flag or config).
+* on_limit, unknown_price, offline: the stricter of the two (kill > stop > pause; refuse > max;
+  refuse > last-known > allow).
 * budgets.soft: the union (a developer may ask for more notices, not fewer).
 * timezone, ledger, notify.*: the policy's when it sets them (periods and the shared ledger must
   agree across the team; a developer cannot switch the team's notices off).
@@ -43,6 +45,13 @@ _MAXIMA = [
     (re.compile(r"^budgets\.hard$"), lambda v, what: _pct(v, what)),
 ]
 _POLICY_FIXED = re.compile(r"^(timezone|ledger|notify\..+)$")
+
+# stricter first: where config and policy disagree on these, the first of the two here wins
+STRICTNESS = {
+    "on_limit": ("kill", "stop", "pause"),
+    "unknown_price": ("refuse", "max"),
+    "offline": ("refuse", "last-known", "allow"),
+}
 
 
 def _pct(v: Any, what: str) -> float:
@@ -159,6 +168,14 @@ def effective_policy(policy: Mapping[str, Any] | None, config: Mapping[str, Any]
                 out[key] = Entry(pv, policy_source)
             else:
                 out[key] = Entry(dv, dev_src)
+        elif key in STRICTNESS and p_has and dev_has:
+            order = STRICTNESS[key]
+            if pol[key] not in order:
+                raise ConfigError(f"{policy_source}: {key}: {pol[key]!r} is not one of {', '.join(order)}")
+            if dev_val in order and order.index(dev_val) <= order.index(pol[key]):
+                out[key] = Entry(dev_val, dev_src, f"as strict as the policy's {pol[key]}")
+            else:
+                out[key] = Entry(pol[key], policy_source, f"{dev_src} asked for {dev_val}, looser than the policy: ignored")
         elif key == "budgets.soft":
             vals: list[Any] = []
             srcs = []

@@ -1,10 +1,17 @@
 """Turning tokens into dollars: genai-prices, a user override file, and a fail-closed policy
-for models nobody knows the price of."""
+for models nobody knows the price of.
+
+genai-prices' own `calc_price` costs about 0.2 ms a call (Decimal arithmetic, unit registry);
+the proxy prices every request twice. So each model's rates are read from genai-prices once per
+UTC day and cached as plain floats (`ModelRates`); a test holds the cached prices equal to
+genai-prices' own across a grid of models and usages. genai-prices is imported on first use, not
+with this module (guard's startup budget)."""
 from __future__ import annotations
 
 import json
 import threading
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -98,11 +105,6 @@ def _opt(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
-def _mtok(price: Any) -> float:
-    """A genai-prices rate: a number, or tiers whose base applies below the long-context threshold."""
-    return float(getattr(price, "base", price))
-
-
 def guess_provider(model: str) -> str | None:
     m = model.lower()
     for prefix, provider in _PROVIDER_PREFIXES:
@@ -111,12 +113,151 @@ def guess_provider(model: str) -> str | None:
     return None
 
 
+
+
+# A rate in USD per token: the base rate, and (start, rate) tiers. Crossing a tier's start (the
+# request's whole input, caches included) bills EVERY token of the request at the tier's rate,
+# the 1-hour cache writes included (genai-prices' threshold model, Anthropic's long context).
+Tiered = tuple[float, tuple[tuple[int, float], ...]]
+
+
+def _at(rate: Tiered, total_input: int) -> float:
+    base, tiers = rate
+    for start, r in reversed(tiers):
+        if total_input > start:
+            return r
+    return base
+
+
+@dataclass(frozen=True)
+class ModelRates:
+    """One model's prices on one day, as floats: what `price` and `worst_case` compute with."""
+
+    model_id: str
+    input: Tiered
+    output: Tiered
+    cache_read: Tiered
+    cache_write: Tiered
+    cache_write_1h: Tiered
+    per_request: float = 0.0
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read: int = 0,
+             cache_write: int = 0, cache_write_1h: int = 0) -> float:
+        """Anthropic's convention: input_tokens excludes cache reads and writes."""
+        total = input_tokens + cache_read + cache_write
+        return (input_tokens * _at(self.input, total)
+                + output_tokens * _at(self.output, total)
+                + cache_read * _at(self.cache_read, total)
+                + (cache_write - cache_write_1h) * _at(self.cache_write, total)
+                + cache_write_1h * _at(self.cache_write_1h, total)
+                + self.per_request)
+
+    def worst_case(self, input_tokens: int, max_output_tokens: int, cache_write_factor: float = 1.0,
+                   cache_read_tokens: int = 0) -> float:
+        """All input uncached (or written to the cache, when the request asks for writes: the
+        dearer of the model's write rate and `cache_write_factor` x input) but the predicted
+        `cache_read_tokens` (part of `input_tokens`) at the read rate, full output."""
+        rate = _at(self.input, input_tokens)
+        if cache_write_factor > 1.0:
+            write = _at(self.cache_write_1h if cache_write_factor >= 2.0 else self.cache_write, input_tokens)
+            rate = max(rate * cache_write_factor, write)
+        read = min(max(0, cache_read_tokens), input_tokens)
+        return ((input_tokens - read) * rate + read * _at(self.cache_read, input_tokens)
+                + max_output_tokens * _at(self.output, input_tokens) + self.per_request)
+
+
+def _tiered(price: Any) -> Tiered | None:
+    if price is None:
+        return None
+    tiers = getattr(price, "tiers", None)
+    if tiers is None:
+        return float(price) / 1e6, ()
+    return float(price.base) / 1e6, tuple((int(t.start), float(t.price) / 1e6) for t in tiers)
+
+
+def rates_from_genai(model: Any, when: datetime) -> ModelRates | None:
+    """A genai-prices ModelInfo's prices at `when`; None when they vary by time of day (those
+    models are priced by genai-prices itself, uncached). An unpriced cache rate falls back the way
+    genai-prices' unit tree does: 1-hour writes to writes, writes and reads to input."""
+    from genai_prices.types import ModelPrice, TimeOfDateConstraint
+
+    if not isinstance(model.prices, ModelPrice) and any(
+            isinstance(c.constraint, TimeOfDateConstraint) for c in model.prices):
+        return None
+    mp = model.get_prices(when)
+    inp = _tiered(mp.input_mtok) or (0.0, ())
+    write = _tiered(mp.cache_write_mtok) or inp
+    requests = mp.requests_kcount
+    return ModelRates(
+        model_id=model.id,
+        input=inp,
+        output=_tiered(mp.output_mtok) or (0.0, ()),
+        cache_read=_tiered(mp.cache_read_mtok) or inp,
+        cache_write=write,
+        cache_write_1h=_tiered(mp.cache_write_1h_mtok) or write,
+        per_request=float(requests) / 1000 if requests is not None else 0.0,
+    )
+
+
+class _RateCache:
+    """genai-prices' model lookup and rates, remembered per (model, provider, UTC day)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str | None], Any] = {}   # (ref, provider) -> (Provider, ModelInfo) | None
+        self._rates: dict[tuple[str, str | None, date], ModelRates | None] = {}
+
+    def lookup(self, ref: str, provider: str | None) -> Any:
+        key = (ref, provider)
+        try:
+            return self._models[key]
+        except KeyError:
+            pass
+        from genai_prices.data_snapshot import get_snapshot
+
+        try:
+            found = get_snapshot().find_provider_model(ref, None, provider, None)
+        except LookupError:
+            found = None
+        with self._lock:
+            self._models[key] = found
+        return found
+
+    def rates(self, ref: str, provider: str | None, when: datetime) -> ModelRates | None:
+        key = (ref, provider, when.date())
+        try:
+            return self._rates[key]
+        except KeyError:
+            pass
+        found = self.lookup(ref, provider)
+        rates = rates_from_genai(found[1], when) if found else None
+        with self._lock:
+            self._rates[key] = rates
+        return rates
+
+
+def _genai_direct(ev: UsageEvent, ref: str, provider: str | None, when: datetime) -> float:
+    """genai-prices' own calculation, for the models whose rates are not cached."""
+    from genai_prices import Usage, calc_price
+
+    usage = Usage(
+        # genai-prices counts input_tokens as the TOTAL input, cache reads and writes included.
+        input_tokens=ev.input_tokens + ev.cache_read_tokens + ev.cache_write_tokens,
+        output_tokens=ev.output_tokens,
+        cache_read_tokens=ev.cache_read_tokens,
+        cache_write_tokens=ev.cache_write_tokens,
+        cache_write_1h_tokens=min(ev.cache_write_1h_tokens, ev.cache_write_tokens),
+    )
+    return float(calc_price(usage, model_ref=ref, provider_id=provider, genai_request_timestamp=when).total_price)
+
+
 class Pricer:
     def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max") -> None:
         self.overrides = overrides or {}
         self.unknown = unknown
         self._priciest: dict[str | None, str] = {}
         self._lock = threading.Lock()
+        self._cache = _RateCache()
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
@@ -127,11 +268,12 @@ class Pricer:
         rates = self._override(model)
         if rates is not None:
             return Price(rates.cost(ev), True, "override")
-        usd = self._genai(ev, model, guess_provider(model))
+        when = datetime.fromtimestamp(ev.ts, UTC)
+        usd = self._genai(ev, model, guess_provider(model), when)
         if usd is not None:
             return Price(usd, True, "genai-prices")
         priciest = self._priciest_model(guess_provider(model))
-        usd = self._genai(ev, priciest, None) if priciest else None
+        usd = self._genai(ev, priciest, None, when) if priciest else None
         return Price(usd or 0.0, False, f"max:{priciest}")
 
     def warm(self) -> None:
@@ -139,11 +281,30 @@ class Pricer:
         where it would delay the first decision."""
         self.price(UsageEvent(key="warm", source="warm", model="claude-sonnet-4-6", input_tokens=1))
 
-    def worst_case(self, model: str | None, input_tokens: int, max_output_tokens: int) -> float:
-        """Upper bound of a request before it is sent: all input uncached, full max_tokens out."""
-        ev = UsageEvent(key="estimate", source="estimate", model=model,
-                        input_tokens=input_tokens, output_tokens=max_output_tokens)
-        return self.price(ev).usd
+    def worst_case(self, model: str | None, input_tokens: int, max_output_tokens: int,
+                   cache_write_factor: float = 1.0, cache_read_tokens: int = 0) -> float:
+        """Upper bound of a request before it is sent, in USD: all input uncached (or written to
+        the cache at `cache_write_factor` x input) except `cache_read_tokens` predicted from the
+        conversation's previous request (guard.proxy.cache_predictor), full max_tokens out. An
+        unknown model is priced at its provider's priciest model (the caller applies `unknown`)."""
+        model = model or ""
+        override = self._override(model)
+        if override is not None:
+            ev = UsageEvent(key="estimate", source="estimate", model=model,
+                            input_tokens=input_tokens, output_tokens=max_output_tokens)
+            return override.cost(ev) + input_tokens * override.input * max(0.0, cache_write_factor - 1.0)
+        now = datetime.now(UTC)
+        provider = guess_provider(model)
+        rates = self._rates(model, provider, now)
+        if rates is None:
+            priciest = self._priciest_model(provider)
+            rates = self._rates(priciest, None, now) if priciest else None
+        if rates is None:
+            # Nothing to price with (a time-of-day model, or no data at all): the slow way.
+            ev = UsageEvent(key="estimate", source="estimate", model=model,
+                            input_tokens=input_tokens, output_tokens=max_output_tokens)
+            return self.price(ev).usd * max(1.0, cache_write_factor)
+        return rates.worst_case(input_tokens, max_output_tokens, cache_write_factor, cache_read_tokens)
 
     def _override(self, model: str) -> Rates | None:
         if model in self.overrides:
@@ -151,41 +312,30 @@ class Pricer:
         short = model.split("/", 1)[-1]
         return self.overrides.get(short)
 
-    @staticmethod
-    def _genai(ev: UsageEvent, model: str, provider: str | None) -> float | None:
-        from genai_prices import Usage, calc_price
+    def _rates(self, model: str, provider: str | None, when: datetime) -> ModelRates | None:
+        for ref in dict.fromkeys((model, model.split("/", 1)[-1])):
+            if ref and self._cache.lookup(ref, provider):
+                return self._cache.rates(ref, provider, when)
+        return None
 
-        if not model:
-            return None
-        # genai-prices counts input_tokens as the TOTAL input, cache reads and writes included.
-        usage = Usage(
-            input_tokens=ev.input_tokens + ev.cache_read_tokens + ev.cache_write_tokens,
-            output_tokens=ev.output_tokens,
-            cache_read_tokens=ev.cache_read_tokens,
-            cache_write_tokens=ev.cache_write_tokens,
-        )
-        for ref in (model, model.split("/", 1)[-1]):
-            try:
-                calc = calc_price(usage, model_ref=ref, provider_id=provider)
-            except LookupError:
+    def _genai(self, ev: UsageEvent, model: str, provider: str | None, when: datetime) -> float | None:
+        for ref in dict.fromkeys((model, model.split("/", 1)[-1])):
+            if not ref or not self._cache.lookup(ref, provider):
                 continue
-            usd = float(calc.total_price)
-            mp = calc.model_price
-            if ev.cache_write_1h_tokens and mp.cache_write_1h_mtok is not None and mp.cache_write_mtok is not None:
-                # genai-prices charged every write at the 5-minute rate; add the 1-hour tier's extra.
-                extra = _mtok(mp.cache_write_1h_mtok) - _mtok(mp.cache_write_mtok)
-                usd += ev.cache_write_1h_tokens * extra / 1e6
-            return usd
+            rates = self._cache.rates(ref, provider, when)
+            if rates is None:
+                return _genai_direct(ev, ref, provider, when)
+            return rates.cost(ev.input_tokens, ev.output_tokens, ev.cache_read_tokens,
+                              ev.cache_write_tokens, min(ev.cache_write_1h_tokens, ev.cache_write_tokens))
         return None
 
     def _priciest_model(self, provider: str | None) -> str | None:
         with self._lock:
             if provider in self._priciest:
-                return self._priciest[provider]
-            from genai_prices import Usage, calc_price
+                return self._priciest[provider] or None
             from genai_prices.data_snapshot import get_snapshot
 
-            probe = Usage(input_tokens=1_000_000, output_tokens=1_000_000)
+            now = datetime.now(UTC)
             best, best_usd = None, -1.0
             providers = [p for p in get_snapshot().providers if provider is None or p.id == provider]
             if provider is None:
@@ -193,9 +343,10 @@ class Pricer:
             for p in providers:
                 for m in p.models:
                     try:
-                        usd = float(calc_price(probe, model_ref=m.id, provider_id=p.id).total_price)
+                        rates = rates_from_genai(m, now)
                     except Exception:
                         continue
+                    usd = rates.cost(1_000_000, 1_000_000) if rates else -1.0
                     if usd > best_usd:
                         best, best_usd = m.id, usd
             self._priciest[provider] = best or ""

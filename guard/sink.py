@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 from guard.usage import UsageEvent
+
+
+@dataclass
+class Mail:
+    events: list[UsageEvent]
+    notices: list[tuple[str, str]]
+    halts: list[tuple[str, str]]
+    accuracy: str | None
+    settles: list[tuple[str, str | None]]
+    notes: list[tuple[str, str]]
 
 
 class Sink:
@@ -17,6 +28,8 @@ class Sink:
         self.notices: list[tuple[str, str]] = []
         self.halts: list[tuple[str, str]] = []
         self.accuracy: str | None = None
+        self.notes: list[tuple[str, str]] = []
+        self.settles: list[tuple[str, str | None]] = []   # proxied requests done: (request id, shared reservation)
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
@@ -37,6 +50,12 @@ class Sink:
             self.notices.append((key, message))
         self.wake()
 
+    def note(self, key: str, message: str) -> None:
+        """Recorded in the ledger, not shown (e.g. each request sent with a lowered allowance)."""
+        with self._lock:
+            self.notes.append((key, message))
+        self.wake()
+
     def halt(self, ceiling: str, message: str) -> None:
         with self._lock:
             self.halts.append((ceiling, message))
@@ -47,15 +66,21 @@ class Sink:
             self.accuracy = accuracy
         self.wake()
 
-    def take(self) -> tuple[list[UsageEvent], list[tuple[str, str]], list[tuple[str, str]], str | None]:
+    def settle(self, handle: tuple[str, str | None]) -> None:
+        """Called after the request's event was emitted: taken in the same batch or a later one."""
+        with self._lock:
+            self.settles.append(handle)
+        self.wake()
+
+    def take(self) -> Mail:
         try:
             while os.read(self.read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
         with self._lock:
-            out = (self.events, self.notices, self.halts, self.accuracy)
-            self.events, self.notices, self.halts, self.accuracy = [], [], [], None
+            out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes)
+            self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []
         return out
 
     def close(self) -> None:

@@ -25,3 +25,7 @@ def claude_bin() -> str:
 
 def aider_bin() -> str:
     return _tool("GUARD_TEST_AIDER", REPO / ".tools/aider-venv/bin/aider", "aider")
+
+
+def codex_bin() -> str:
+    return _tool("GUARD_TEST_CODEX", REPO / ".tools/codex/node_modules/.bin/codex", "Codex CLI")

@@ -351,10 +351,10 @@ class AiderAdapter(Adapter):
         self._outbox.append(("notice", (key, message)))
 
     def _emit(self, ev: UsageEvent) -> None:
-        if self.proxy and (ev.tokens or ev.cost_usd is not None):
-            # the proxy meters tokens and dollars by request id; aider's figures would double them
-            ev = UsageEvent(key=ev.key, source=ev.source, model=ev.model, steps=ev.steps,
-                            estimated=ev.estimated, interrupted=ev.interrupted, ts=ev.ts)
+        if self.proxy:
+            # the proxy meters every call by request id, main-model calls as steps: aider's own
+            # figures would double them, and its log comes too late for a step ceiling
+            return
         self._outbox.append(("emit", (ev,)))
 
     def _flush_outbox(self) -> None:

@@ -98,6 +98,10 @@ class Adapter(ABC):
     def skipped_records(self) -> int:
         return 0
 
+    def start_notices(self, pricer: Any) -> list[tuple[str, str]]:
+        """(key, message) to tell the user before the agent's first call (e.g. an unpriced model)."""
+        return []
+
 
 class FollowerAdapter(Adapter):
     """An adapter whose cost signal is one JsonlFollower (set in start())."""

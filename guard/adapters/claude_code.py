@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from guard.adapters.claude_launch import (
     user_statusline,
 )
 from guard.adapters.claude_transcript import (
+    History,
     SessionGate,
     StuckLoopConfig,
     StuckLoopDetector,
@@ -77,6 +79,7 @@ class ClaudeCodeAdapter(Adapter):
         self._outbox: list[tuple[str, tuple[Any, ...]]] = []  # filled under the lock, sent outside it
         self.parser = TranscriptParser(lambda ev: self._outbox.append(("emit", (ev,))))
         self.gate = SessionGate(self._record)
+        self.history = History()
         self.detector: StuckLoopDetector | None = None
 
     # -- launch ---------------------------------------------------------------------------
@@ -159,12 +162,17 @@ class ClaudeCodeAdapter(Adapter):
             self._otlp.bind()
             env.update(telemetry_env(self._otlp.endpoint, int(ctx.options.get("otel_interval_ms", 250))))
 
-        # -- transcripts: only what is written after launch counts (a resumed session appends)
+        # -- transcripts: only what is written after launch counts (a resumed session appends; a
+        # forked one starts its new file with a copy of the old lines, see History)
         from guard.tail import JsonlFollower
 
         projects = cfg / "projects"
         enc = encode_project_dir(str(cwd))
         self.transcript_root = projects / enc if len(enc) <= MAX_PROJECT_DIR else projects
+        # A second of slack for the clock's rounding; no response of this run can be that early.
+        self.history = History(since=time.time() - 1.0)
+        if args.resume and looks_like_uuid(args.resume):
+            self._learn_history(projects, args.resume)
         self._followers = [
             JsonlFollower(self.transcript_root, "*.jsonl", self._on_line, recursive=True, from_start=False),
             JsonlFollower(ctx.run_dir, self.sessions_file.name, self._on_session, from_start=True),
@@ -222,8 +230,27 @@ class ClaudeCodeAdapter(Adapter):
                 out, self._outbox = self._outbox, []
             self._send(out)
 
+    def _learn_history(self, projects: Path, session_id: str) -> None:
+        """The source session's responses, read before launch: a fork copies them."""
+        for path in sorted(projects.glob(f"*/{session_id}.jsonl")):
+            try:
+                with path.open("rb") as f:
+                    for line in f:
+                        if b'"assistant"' not in line:
+                            continue   # only responses carry the ids to skip; a long session reads fast
+                        try:
+                            obj = json.loads(line)
+                        except ValueError:
+                            continue   # a torn last line: its response is after the launch anyway
+                        if isinstance(obj, dict):
+                            self.history.learn(obj)
+            except OSError:
+                continue
+
     def _record(self, obj: dict[str, Any]) -> None:
         # called with self._lock held, for records of this run's sessions only
+        if not self.history.is_new(obj):
+            return
         self.parser.feed(obj)
         if self.detector is not None:
             self.detector.feed(obj)

@@ -6,6 +6,11 @@ A transcript line is one content block of one API response; a response written a
 `msg:<message.id>` when a gateway drops the request id. Lines whose session is not (yet) claimed by
 this run are held back: a `--continue` or `/clear` session becomes known only when Claude Code
 reports it through a hook, and another Claude Code in the same folder must never be charged.
+
+A forked session (`--resume ID --fork-session`, `--continue --fork-session`) starts its new file
+with a copy of the source session's lines: same request and message ids, their old timestamps,
+only `sessionId` rewritten. Those responses were paid for before this run; `History` tells them
+from the new ones.
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from guard.usage import UsageEvent, from_anthropic_usage
@@ -39,6 +45,45 @@ def usage_key(record: dict[str, Any]) -> str | None:
     if isinstance(mid, str) and mid:
         return f"msg:{mid}"
     return None
+
+
+def record_time(record: dict[str, Any]) -> float | None:
+    """A record's `timestamp` (ISO 8601, UTC) in epoch seconds."""
+    ts = record.get("timestamp")
+    if not isinstance(ts, str):
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+class History:
+    """What a run must not charge again: the responses of a session it resumes or forks (their
+    keys, read from the source file before launch) and any line stamped before the launch."""
+
+    def __init__(self, since: float | None = None, known_keys: Iterable[str] = ()) -> None:
+        self.since = since
+        self.known = set(known_keys)
+        self.skipped = 0
+
+    def learn(self, record: dict[str, Any]) -> None:
+        """A record of the source session (read before launch)."""
+        if record.get("type") == "assistant":
+            key = usage_key(record)
+            if key is not None:
+                self.known.add(key)
+
+    def is_new(self, record: dict[str, Any]) -> bool:
+        if record.get("type") == "assistant" and usage_key(record) in self.known:
+            self.skipped += 1
+            return False
+        if self.since is not None:
+            t = record_time(record)
+            if t is not None and t < self.since:
+                self.skipped += 1
+                return False
+        return True
 
 
 @dataclass

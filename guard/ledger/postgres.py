@@ -38,7 +38,7 @@ from psycopg import conninfo
 from guard.errors import LedgerError
 from guard.ledger.offline import LastKnown, Query, minus, offline_spend, policy_named
 from guard.ledger.records import Approval, Halt, RunRecord
-from guard.ledger.sql import _RUN_COLUMNS, SqlLedger
+from guard.ledger.sql import _RUN_COLUMN_COUNT, _RUN_COLUMNS, SqlLedger
 from guard.ledger.sqlite import SqliteLedger
 from guard.usage import Totals, UsageEvent
 
@@ -524,7 +524,7 @@ def _encode(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str,
 def insert_run_once(led: SqlLedger, run: RunRecord) -> None:
     with led.transaction():
         led._execute(
-            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)}) ON CONFLICT (id) DO NOTHING",
+            f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * _RUN_COLUMN_COUNT)}) ON CONFLICT (id) DO NOTHING",
             led._run_params(run))
 
 

@@ -44,12 +44,17 @@ class RunRecord:
     cwd: str = ""
     argv: list[str] = field(default_factory=list)
     limits: dict[str, float] = field(default_factory=dict)
+    limit_sources: dict[str, str] = field(default_factory=dict)   # where each limit came from
     accuracy: str = "exact"
     guard_pid: int | None = None
     agent_pid: int | None = None
     skipped_records: int = 0
     halt: Halt | None = None
     usage: Totals = field(default_factory=Totals)
+    repo: str | None = None
+    branch: str | None = None
+    commit_before: str | None = None
+    commit_after: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -67,10 +72,15 @@ class RunRecord:
             "cwd": self.cwd,
             "argv": self.argv,
             "limits": self.limits,
+            "limit_sources": self.limit_sources,
             "accuracy": self.accuracy,
             "skipped_records": self.skipped_records,
             "usage": self.usage.as_dict(),
             "halt": self.halt.as_dict() if self.halt else None,
+            "repo": self.repo,
+            "branch": self.branch,
+            "commit_before": self.commit_before,
+            "commit_after": self.commit_after,
         }
 
 

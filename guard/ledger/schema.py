@@ -127,6 +127,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # 5: outcomes. The repository (credentials stripped), branch and the commits before and after
+    # a run, so spend can be read per branch, per commit and per merged branch.
+    (5, [
+        "ALTER TABLE runs ADD COLUMN repo TEXT",
+        "ALTER TABLE runs ADD COLUMN branch TEXT",
+        "ALTER TABLE runs ADD COLUMN commit_before TEXT",
+        "ALTER TABLE runs ADD COLUMN commit_after TEXT",
+        "CREATE INDEX runs_branch ON runs(repo, branch)",
+    ]),
     # 6: the ledger's own identity (a GUARD_HOME marker outside the ledger names it, so a replaced or
     # emptied ledger is noticed), and how a run's process tree was held (cgroup, subreaper, pgroup).
     (6, [
@@ -135,6 +144,10 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             value TEXT NOT NULL
         )""",
         "ALTER TABLE runs ADD COLUMN held_by TEXT",
+    ]),
+    # 8: the run plan: where each of a run's effective limits came from (flag, config, policy)
+    (8, [
+        "ALTER TABLE runs ADD COLUMN limit_sources TEXT NOT NULL DEFAULT '{{}}'",
     ]),
 ]
 

@@ -18,8 +18,9 @@ from guard.usage import Totals, UsageEvent
 _RUN_COLUMNS = (
     "id, tool, task, developer, team, machine, line, status, exit_code, started_at, ended_at, cwd, "
     "argv, limits, accuracy, guard_pid, agent_pid, skipped_records, halt_ceiling, halt_limit, "
-    "halt_used, halt_action, halt_message"
+    "halt_used, halt_action, halt_message, limit_sources, repo, branch, commit_before, commit_after"
 )
+_RUN_COLUMN_COUNT = len(_RUN_COLUMNS.split(","))
 _USAGE_SUMS = (
     "COALESCE(SUM(e.input_tokens),0), COALESCE(SUM(e.output_tokens),0), "
     "COALESCE(SUM(e.cache_write_tokens),0), COALESCE(SUM(e.cache_read_tokens),0), "
@@ -92,7 +93,7 @@ class SqlLedger(ABC):
     def create_run(self, run: RunRecord) -> None:
         with self.transaction():
             self._execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * 23)})",
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({', '.join('?' * _RUN_COLUMN_COUNT)})",
                 self._run_params(run),
             )
 
@@ -103,7 +104,8 @@ class SqlLedger(ABC):
             r.started_at, r.ended_at, r.cwd, json.dumps(r.argv), json.dumps(r.limits), r.accuracy,
             r.guard_pid, r.agent_pid, r.skipped_records,
             h.ceiling if h else None, h.limit if h else None, h.used if h else None,
-            h.action if h else None, h.message if h else None,
+            h.action if h else None, h.message if h else None, json.dumps(r.limit_sources),
+            r.repo, r.branch, r.commit_before, r.commit_after,
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -112,7 +114,7 @@ class SqlLedger(ABC):
             fields.update(halt_ceiling=h.ceiling if h else None, halt_limit=h.limit if h else None,
                           halt_used=h.used if h else None, halt_action=h.action if h else None,
                           halt_message=h.message if h else None)
-        for k in ("argv", "limits"):
+        for k in ("argv", "limits", "limit_sources"):
             if k in fields:
                 fields[k] = json.dumps(fields[k])
         if not fields:
@@ -175,6 +177,8 @@ class SqlLedger(ABC):
             line=row[6], status=row[7], exit_code=row[8], started_at=row[9], ended_at=row[10],
             cwd=row[11], argv=json.loads(row[12]), limits=json.loads(row[13]), accuracy=row[14],
             guard_pid=row[15], agent_pid=row[16], skipped_records=row[17], halt=halt,
+            limit_sources=json.loads(row[23] or "{}"),
+            repo=row[24], branch=row[25], commit_before=row[26], commit_after=row[27],
         )
 
     # -- usage ------------------------------------------------------------------------------
@@ -203,18 +207,26 @@ class SqlLedger(ABC):
                 params,
             )
 
+    _EVENT_COLUMNS = ("key, source, model, input_tokens, output_tokens, cache_write_tokens, "
+                      "cache_write_1h_tokens, cache_read_tokens, cost_usd, stated_cost_usd, price_known, "
+                      "steps, estimated, interrupted, ts")
+
+    @staticmethod
+    def _event(r: Sequence[Any]) -> tuple[UsageEvent, float, bool]:
+        return (UsageEvent(key=r[0], source=r[1], model=r[2], input_tokens=r[3], output_tokens=r[4],
+                           cache_write_tokens=r[5], cache_write_1h_tokens=r[6], cache_read_tokens=r[7],
+                           cost_usd=r[9], steps=r[11], estimated=bool(r[12]), interrupted=bool(r[13]),
+                           ts=r[14]), float(r[8]), bool(r[10]))
+
     def run_events(self, run_id: str) -> list[tuple[UsageEvent, float, bool]]:
-        rows = self._execute(
-            "SELECT key, source, model, input_tokens, output_tokens, cache_write_tokens, "
-            "cache_write_1h_tokens, cache_read_tokens, cost_usd, stated_cost_usd, price_known, steps, "
-            "estimated, interrupted, ts FROM events WHERE run_id = ? ORDER BY ts", (run_id,))
-        return [
-            (UsageEvent(key=r[0], source=r[1], model=r[2], input_tokens=r[3], output_tokens=r[4],
-                        cache_write_tokens=r[5], cache_write_1h_tokens=r[6], cache_read_tokens=r[7],
-                        cost_usd=r[9], steps=r[11], estimated=bool(r[12]), interrupted=bool(r[13]),
-                        ts=r[14]), float(r[8]), bool(r[10]))
-            for r in rows
-        ]
+        rows = self._execute(f"SELECT {self._EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY ts", (run_id,))
+        return [self._event(r) for r in rows]
+
+    def run_event(self, run_id: str, key: str) -> tuple[UsageEvent, float, bool] | None:
+        """One call's merged view, by its key (the primary key's index)."""
+        rows = self._execute(f"SELECT {self._EVENT_COLUMNS} FROM events WHERE run_id = ? AND key = ?",
+                             (run_id, key))
+        return self._event(rows[0]) if rows else None
 
     def run_totals(self, run_id: str) -> Totals:
         rows = self._execute(f"SELECT {_USAGE_SUMS} FROM events e WHERE e.run_id = ?", (run_id,))

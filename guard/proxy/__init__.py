@@ -6,7 +6,7 @@ worst case against the budget before forwarding it and records its exact usage f
     ... run the agent ...
     proxy.stop()
 """
-from guard.proxy.gate import BudgetGate, BudgetRefused, OpenGate
+from guard.proxy.gate import BudgetGate, OpenGate, Verdict
 from guard.proxy.server import RunningProxy, start_proxy
 
-__all__ = ["BudgetGate", "BudgetRefused", "OpenGate", "RunningProxy", "start_proxy"]
+__all__ = ["BudgetGate", "OpenGate", "RunningProxy", "Verdict", "start_proxy"]

@@ -8,10 +8,13 @@ from guard.proxy.wire import (
     DEFAULT_MAX_OUTPUT_TOKENS,
     Estimate,
     MarkerEvents,
+    StreamedOutput,
     WireUsage,
+    content_bytes,
     estimate_input_tokens,
     int_field,
     load_json,
+    output_tokens_for,
     sse_data,
 )
 
@@ -29,7 +32,8 @@ def estimate(body: bytes, obj: Any) -> Estimate:
     if b"cache_control" in body:
         # A cache write costs 1.25x input (5-minute) or 2x (1-hour) instead of 1x.
         factor = 2.0 if b'"1h"' in body else 1.25
-    return Estimate(model, estimate_input_tokens(body), max_out, factor, bool(req.get("stream")))
+    return Estimate(model, estimate_input_tokens(body, model), max_out, factor, bool(req.get("stream")),
+                    int_field(req.get("thinking"), "budget_tokens"))
 
 
 def apply_usage(u: WireUsage, usage: Any) -> None:
@@ -63,6 +67,8 @@ def usage_from_message(obj: Any) -> WireUsage:
         if isinstance(obj.get("model"), str):
             u.model = obj["model"]
         apply_usage(u, obj.get("usage"))
+        if "output_tokens" not in u.fields:
+            u.output_estimate = output_tokens_for(content_bytes(json.dumps(obj.get("content")).encode()))
     return u
 
 
@@ -72,12 +78,11 @@ class StreamReader:
     def __init__(self) -> None:
         self.usage = WireUsage()
         self._events = MarkerEvents((b"message_start", b"message_delta"))
-        self._bytes_after_start = 0
+        self._out = StreamedOutput()
         self._final = False
 
     def feed(self, data: bytes) -> None:
-        if self.usage.seen:
-            self._bytes_after_start += len(data)
+        self._out.feed(data)
         for ev in self._events.feed(data):
             self._event(ev)
 
@@ -87,6 +92,9 @@ class StreamReader:
             return
         kind = obj.get("type")
         if kind == "message_start":
+            # Not output: keep its bytes out of the output estimate.
+            self._out.bytes -= len(ev)
+            self._out.events -= 1
             msg = obj.get("message")
             if isinstance(msg, dict):
                 if isinstance(msg.get("id"), str):
@@ -100,14 +108,12 @@ class StreamReader:
 
     def result(self, complete: bool) -> WireUsage:
         u = self.usage
-        if not self._final and u.seen:
-            # Cut before message_delta: the input side is exact (message_start); the output is
-            # estimated from the bytes streamed since (a delta event is ~100 bytes of framing
-            # around a few tokens).
+        u.output_estimate = self._out.tokens()
+        if not self._final:
+            # Cut before message_delta (or a stream without usage): the input side is exact when
+            # message_start came; the output is estimated from the text and tool input streamed.
             u.partial = True
-            u.output_tokens = max(u.output_tokens, 1, self._bytes_after_start // 30)
-        elif not complete and not self._final:
-            u.partial = True
+            u.output_tokens = max(u.output_tokens, u.output_estimate)
         return u
 
 

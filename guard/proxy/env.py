@@ -6,6 +6,7 @@ ANTHROPIC_BASE_URL=http://127.0.0.1:PORT/<secret>/claude/anthropic. The tool seg
 proxy which refusal status that client treats as final and whether a model call is a step."""
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,8 +31,20 @@ def upstream_url(tool: str, provider: str, env: Mapping[str, str]) -> str:
         names = ("ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL") if tool == "aider" else (
             "ANTHROPIC_BASE_URL", "ANTHROPIC_API_BASE")
         return first(*names) or ANTHROPIC_DEFAULT
+    if tool == "codex":
+        # Codex 0.171 ignores OPENAI_BASE_URL: its config decides (RunningProxy.client_args
+        # refines this with Codex's own arguments).
+        return codex_upstream(env) or OPENAI_DEFAULT
     # litellm reads OPENAI_BASE_URL before OPENAI_API_BASE; so does the openai SDK (only the former).
     return first("OPENAI_BASE_URL", "OPENAI_API_BASE") or OPENAI_DEFAULT
+
+
+def codex_upstream(env: Mapping[str, str], argv: Sequence[str] = (), cwd: Path | None = None) -> str | None:
+    """The base URL Codex would send its requests to, or None for a provider guard cannot route
+    (a local model server, Bedrock)."""
+    from guard.adapters.codex_config import resolve
+
+    return resolve(env, argv, cwd or Path(os.getcwd())).base_url
 
 
 def client_env(base: str, tool: str, env: Mapping[str, str]) -> dict[str, str]:
@@ -44,7 +57,9 @@ def client_env(base: str, tool: str, env: Mapping[str, str]) -> dict[str, str]:
     if tool == "claude":
         return {"ANTHROPIC_BASE_URL": anthropic}
     if tool == "codex":
-        return {"OPENAI_BASE_URL": openai}
+        # Codex reads no base URL from its environment: its adapter turns this into a `-c`
+        # option (and a program Codex runs may use it, as under `guard run`).
+        return {"GUARD_PROXY_URL": f"{base}/codex"}
     if tool == "run":
         return {"ANTHROPIC_BASE_URL": anthropic, "OPENAI_BASE_URL": openai, "GUARD_PROXY_URL": f"{base}/run"}
     # aider loads .env files (home, git root, cwd) with override=True AFTER reading the process

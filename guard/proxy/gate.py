@@ -1,37 +1,39 @@
-"""The budget seam between the proxy and the run loop: reserve a request's worst case before
-forwarding it, release it once its real usage has been emitted."""
+"""The budget seam between the proxy and the run: admit a request before it is forwarded (as it
+is, with a lowered output allowance, held while the run is paused, or refused), settle it once
+its usage has been emitted."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from guard.errors import ExitStatus, GuardError
+from guard.proxy.wire import Estimate
 
 
-class BudgetRefused(GuardError):
-    """A reservation does not fit. The message names the ceiling, e.g.
-    "$2.00 task ceiling reached ($1.97 spent, $0.40 reserved)"; the proxy shows it to the agent."""
-
-    exit_status = ExitStatus.HALTED
+@dataclass(frozen=True)
+class Verdict:
+    forward: bool
+    message: str = ""                 # why not (shown to the agent in the refusal)
+    max_output: int | None = None     # forward with this output allowance instead of the asked one
+    thinking_budget: int | None = None
+    handle: object = None             # give it back to settle()
+    dropped: bool = False             # the client went away while the request was held
 
 
 class BudgetGate(Protocol):
-    """Implemented by the run loop. Thread-safe: the proxy calls it from one thread per request."""
+    """Implemented by the run. Thread-safe: the proxy calls it from one thread per request."""
 
-    def reserve(self, usd: float, tokens: int) -> object:
-        """Hold `usd`/`tokens` against every ceiling; return a handle or raise BudgetRefused."""
-        ...
+    def admit(self, est: Estimate, tool: str, body: bytes, client_gone: Callable[[], bool]) -> Verdict: ...
 
-    def release(self, reservation: object) -> None:
-        """Drop a hold. Called after the request's UsageEvent was emitted (so the spend is
-        already in the totals and never disappears between the two)."""
-        ...
+    def settle(self, handle: object) -> None:
+        """The request ended and its UsageEvent (if any) was emitted."""
 
 
 class OpenGate:
     """A gate without ceilings (metering only)."""
 
-    def reserve(self, usd: float, tokens: int) -> object:
-        return None
+    def admit(self, est: Estimate, tool: str, body: bytes, client_gone: Callable[[], bool]) -> Verdict:
+        return Verdict(True)
 
-    def release(self, reservation: object) -> None:
+    def settle(self, handle: object) -> None:
         return None

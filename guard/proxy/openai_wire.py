@@ -1,6 +1,7 @@
 """OpenAI Chat Completions, legacy Completions, Responses and Embeddings: estimate a request, ask
-a stream for its usage, read the usage of a response. OpenAI counts cached tokens INSIDE the
-prompt/input tokens; guard's convention excludes them, so they are subtracted here."""
+a stream for its usage, read the usage of a response. OpenAI counts cached and cache-written
+tokens INSIDE the prompt/input tokens; guard's convention excludes them, so they are subtracted
+here. A Responses API response is keyed by its id (`response_key`), as Codex's rollouts name it."""
 from __future__ import annotations
 
 import json
@@ -11,10 +12,13 @@ from guard.proxy.wire import (
     Estimate,
     MarkerEvents,
     SSESplitter,
+    StreamedOutput,
     WireUsage,
+    content_bytes,
     estimate_input_tokens,
     int_field,
     load_json,
+    output_tokens_for,
     sse_data,
 )
 
@@ -29,11 +33,17 @@ def metered_kind(method: str, path: str) -> Kind | None:
         return "chat"
     if p.endswith("/completions"):
         return "completions"
-    if p.endswith("/responses"):
+    if p.endswith("/responses") or p.endswith("/responses/compact"):
         return "responses"
     if p.endswith("/embeddings"):
         return "embeddings"
     return None
+
+
+def response_key(response_id: str) -> str:
+    """The idempotency key of one Responses API response, the same for every source that sees it:
+    the proxy reads the id from the stream, Codex writes it in its rollouts' token_usage_record."""
+    return f"resp:{response_id}"
 
 
 def estimate(body: bytes, obj: Any, kind: Kind) -> Estimate:
@@ -47,7 +57,7 @@ def estimate(body: bytes, obj: Any, kind: Kind) -> Estimate:
         max_out = (int_field(req, "max_completion_tokens") or int_field(req, "max_tokens")
                    or DEFAULT_MAX_OUTPUT_TOKENS)
         max_out *= max(1, int_field(req, "n") or 1)   # n choices: n outputs billed
-    return Estimate(model, estimate_input_tokens(body), max_out, 1.0, bool(req.get("stream")))
+    return Estimate(model, estimate_input_tokens(body, model), max_out, 1.0, bool(req.get("stream")))
 
 
 def ask_stream_usage(obj: Any, kind: Kind) -> bytes | None:
@@ -68,19 +78,21 @@ def apply_usage(u: WireUsage, usage: Any, kind: Kind) -> None:
         return
     if kind == "responses":
         total_in = int_field(usage, "input_tokens")
-        cached = int_field(usage.get("input_tokens_details"), "cached_tokens") or 0
+        details = usage.get("input_tokens_details")
         out = int_field(usage, "output_tokens")
     else:
         total_in = int_field(usage, "prompt_tokens")
-        cached = int_field(usage.get("prompt_tokens_details"), "cached_tokens") or 0
+        details = usage.get("prompt_tokens_details")
         out = int_field(usage, "completion_tokens")
         if kind == "embeddings" and out is None:
             out = 0
     if total_in is not None:
-        cached = min(cached, total_in)
-        u.input_tokens = total_in - cached
+        cached = min(int_field(details, "cached_tokens") or 0, total_in)
+        written = min(int_field(details, "cache_write_tokens") or 0, total_in - cached)
+        u.input_tokens = total_in - cached - written
         u.cache_read_tokens = cached
-        u.fields.update(("input_tokens", "cache_read_tokens"))
+        u.cache_write_tokens = written
+        u.fields.update(("input_tokens", "cache_read_tokens", "cache_write_tokens"))
     if out is not None:
         # completion/output tokens already include reasoning tokens.
         u.output_tokens = out
@@ -90,14 +102,19 @@ def apply_usage(u: WireUsage, usage: Any, kind: Kind) -> None:
 def usage_from_body(obj: Any, kind: Kind) -> WireUsage:
     u = WireUsage()
     if isinstance(obj, dict):
-        _ids(u, obj)
+        _ids(u, obj, kind)
         apply_usage(u, obj.get("usage"), kind)
+        if "output_tokens" not in u.fields:
+            out = obj.get("output") if kind == "responses" else obj.get("choices")
+            u.output_estimate = output_tokens_for(content_bytes(json.dumps(out).encode()))
     return u
 
 
-def _ids(u: WireUsage, obj: dict[str, Any]) -> None:
-    if isinstance(obj.get("id"), str) and not u.message_id:
+def _ids(u: WireUsage, obj: dict[str, Any], kind: Kind) -> None:
+    if isinstance(obj.get("id"), str) and obj["id"] and not u.message_id:
         u.message_id = obj["id"]
+        if kind == "responses":
+            u.key = response_key(obj["id"])
     if isinstance(obj.get("model"), str):
         u.model = obj["model"]
 
@@ -118,16 +135,16 @@ class StreamReader:
         self.usage = WireUsage()
         self._sse = SSESplitter()
         self._events = MarkerEvents((b"response.created", *_RESPONSE_END) if kind == "responses" else _CHAT_USAGE)
-        self._bytes = 0
+        self._out = StreamedOutput()
 
     def feed(self, data: bytes) -> None:
-        self._bytes += len(data)
+        self._out.feed(data)
         for ev in self._events.feed(data):
             self._event(ev)
 
     def filter(self, data: bytes) -> bytes:
         """Feed raw (uncompressed) bytes; return what the client should get now."""
-        self._bytes += len(data)
+        self._out.feed(data)
         out = []
         for ev in self._sse.feed(data):
             if self._event(ev):
@@ -147,7 +164,7 @@ class StreamReader:
                 obj = load_json(sse_data(ev))
                 if isinstance(obj, dict) and isinstance(obj.get("response"), dict):
                     resp = obj["response"]
-                    _ids(self.usage, resp)
+                    _ids(self.usage, resp, self.kind)
                     apply_usage(self.usage, resp.get("usage"), self.kind)
             return True
         if not any(m in ev for m in _CHAT_USAGE):
@@ -155,18 +172,19 @@ class StreamReader:
         obj = load_json(sse_data(ev))
         if not isinstance(obj, dict):
             return True
-        _ids(self.usage, obj)
+        _ids(self.usage, obj, self.kind)
         apply_usage(self.usage, obj.get("usage"), self.kind)
         usage_only = obj.get("choices") == [] and isinstance(obj.get("usage"), dict)
         return not (self.strip and usage_only)
 
     def result(self, complete: bool) -> WireUsage:
         u = self.usage
+        u.output_estimate = self._out.tokens()
         if "output_tokens" not in u.fields:
             u.partial = True
-            # Cut (or a server that ignores include_usage): estimate the output from the bytes
-            # streamed (~100 bytes of JSON framing per chunk of a few tokens).
-            u.output_tokens = max(u.output_tokens, self._bytes // 40)
+            # Cut (or a server that ignores include_usage): estimate the output from the text
+            # and tool-call arguments streamed.
+            u.output_tokens = max(u.output_tokens, u.output_estimate)
         return u
 
 

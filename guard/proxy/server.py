@@ -12,20 +12,30 @@ import base64
 import hmac
 import http.client
 import logging
+import select
 import socket
 import ssl
 import threading
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
-from guard.proxy.gate import BudgetGate, BudgetRefused
-from guard.proxy.wire import Dechunker, Estimate, SideDecoder, WireUsage, load_json, readable_accept_encoding
+from guard.proxy.gate import BudgetGate
+from guard.proxy.steps import is_step
+from guard.proxy.wire import (
+    Dechunker,
+    Estimate,
+    SideDecoder,
+    WireUsage,
+    load_json,
+    readable_accept_encoding,
+    with_output_allowance,
+)
 from guard.usage import UsageEvent
 
 log = logging.getLogger("guard.proxy")
@@ -46,7 +56,9 @@ HOP_BY_HOP = frozenset({
 # - aider/litellm: 400 -> BadRequestError, which aider does not retry; 402/403 become APIError,
 #   which aider retries for a minute.
 # - the anthropic/openai SDKs retry only 408/409/429/5xx: 402 is final.
-REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 402, "run": 402}
+# - Codex 0.171 retries a 402 five times (about 13 s), and 403/409/422 too, whatever x-should-retry says;
+#   a 400 ends its turn at once.
+REFUSAL_STATUS = {"claude": 402, "aider": 400, "codex": 400, "run": 402}
 
 
 @dataclass(frozen=True)
@@ -182,10 +194,12 @@ class ProxyCore:
         self.secret = secret
         self.default_tool = default_tool
         self.pool = _Pool(self.env)
-        self.refusal: str | None = None     # set by RunningProxy.refuse_all (a halt)
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._active = 0
         self._cond = threading.Condition()
+
+    def set_upstream(self, tool: str, provider: str, url: str) -> None:
+        self._upstreams[(tool, provider)] = Upstream.parse(url)
 
     def upstream(self, tool: str, provider: str) -> Upstream:
         key = (tool, provider)
@@ -224,23 +238,35 @@ class ProxyCore:
 
     # -- budget -------------------------------------------------------------------------------
 
-    def worst_case_usd(self, est: Estimate) -> float:
-        usd = float(self.pricer.worst_case(est.model, est.input_tokens, est.max_output_tokens))
-        if est.cache_write_factor > 1.0:
-            usd += float(self.pricer.worst_case(est.model, est.input_tokens, 0)) * (est.cache_write_factor - 1.0)
-        return usd
+    def lowered(self, route: Route, max_output: int) -> None:
+        """Each lowered request is told to the run (recorded, shown in `guard show`)."""
+        self.sink.note(f"lowered:{uuid.uuid4().hex[:8]}",
+                         f"a {route.tool} request was sent with its output allowance lowered to "
+                         f"{max_output} tokens, so that its worst case fits the ceilings")
 
     def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
-               request_id: str | None, complete: bool) -> None:
-        """Emit the request's usage (if it has any). Called before the reservation is released."""
+               request_id: str | None, complete: bool, step: bool = False) -> None:
+        """Emit the request's usage (if it has any). Called before the reservation is released.
+
+        The provider's own count wins. Where it is missing (no usage sent, the stream cut, the
+        client gone), the event is estimated: the input from the request, the output from the
+        text and tool input that came back, never above the request's max_tokens; and flagged
+        `estimated`, which makes the run's accuracy `estimated`."""
         if wu is None:
             return
         ok = 200 <= status < 300
-        if not wu.seen and not (ok and complete):
-            return   # an error without usage, or a cut before the first byte: nothing billed we know of
-        estimated = wu.partial or not wu.seen
-        input_tokens = wu.input_tokens if "input_tokens" in wu.fields else est.input_tokens
-        if request_id:
+        if not wu.seen and not ok:
+            return   # an error without usage: nothing billed that we know of
+        has_input = "input_tokens" in wu.fields
+        has_output = "output_tokens" in wu.fields and not wu.partial
+        estimated = not (has_input and has_output)
+        input_tokens = wu.input_tokens if has_input else est.input_tokens
+        output_tokens = wu.output_tokens
+        if not has_output:
+            output_tokens = min(max(wu.output_tokens, wu.output_estimate), est.max_output_tokens)
+        if wu.key:
+            key = wu.key
+        elif request_id:
             key = f"req:{request_id}"
         elif wu.message_id:
             key = f"msg:{wu.message_id}"
@@ -251,11 +277,11 @@ class ProxyCore:
             source="proxy",
             model=wu.model or est.model,
             input_tokens=input_tokens,
-            output_tokens=min(wu.output_tokens, est.max_output_tokens) if wu.partial else wu.output_tokens,
+            output_tokens=output_tokens,
             cache_write_tokens=wu.cache_write_tokens,
             cache_write_1h_tokens=min(wu.cache_write_1h_tokens, wu.cache_write_tokens),
             cache_read_tokens=wu.cache_read_tokens,
-            steps=1 if route.tool == "run" else 0,
+            steps=1 if step else 0,   # guard.proxy.steps: the same rule admission counted it by
             estimated=estimated,
             interrupted=not complete,
         )
@@ -315,6 +341,14 @@ class _Handler(BaseHTTPRequestHandler):
                    "base URL; request refused")
             self._reply(403, _error_body("openai" if "/v1/messages" not in self.path else "anthropic",
                                          "permission_error", msg))
+            return
+        if (self.headers.get("Upgrade") or "").strip().lower() == "websocket":
+            # Codex opens a WebSocket on GET /v1/responses first: a 426 makes it fall back to HTTP
+            # at once (a 404 costs it 7 attempts over about 6 s; a 400 ends its turn).
+            self._discard_body()
+            self.close_connection = True
+            self._reply(426, _error_body(route.provider, "invalid_request_error",
+                                         "guard metering proxy: WebSockets are not proxied; use HTTP"))
             return
         try:
             body = self._read_body()
@@ -399,8 +433,7 @@ class _Exchange:
         else:
             self.kind = openai_wire.metered_kind(method, route.path)
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP]
-        reservation: object = None
-        reserved = False
+        handle: object = None
         if self.kind is not None:
             obj = load_json(self.body)
             if self.kind == "messages":
@@ -411,29 +444,35 @@ class _Exchange:
                 if rewritten is not None:
                     self.body = rewritten
                     self.strip_usage = True
-            if self.core.refusal is not None:
-                self._refuse(self.core.refusal)
+            verdict = self.core.gate.admit(self.estimate, self.route.tool, self.body, self._client_gone)
+            if verdict.dropped:
+                h.close_connection = True
                 return
-            try:
-                usd = self.core.worst_case_usd(self.estimate)
-                reservation = self.core.gate.reserve(usd, self.estimate.tokens)
-                reserved = True
-            except BudgetRefused as e:
-                self._refuse(str(e))
+            if not verdict.forward:
+                self._refuse(verdict.message)
                 return
-            except Exception as e:  # fail closed: an unpriceable request is not sent
-                if type(e).__name__ == "BudgetRefused":   # a gate with its own refusal class
-                    self._refuse(str(e))
-                    return
-                log.warning("guard proxy: cannot reserve a request: %s", type(e).__name__)
-                self._refuse(f"cannot check the budget for this request ({type(e).__name__}: {e})")
-                return
+            handle = verdict.handle
+            if verdict.max_output is not None:
+                # the whole worst case did not fit: the same request with a smaller output allowance does
+                self.body = with_output_allowance(obj, self.kind, verdict.max_output, verdict.thinking_budget)
+                self.estimate = replace(self.estimate, max_output_tokens=verdict.max_output)
+                self.core.lowered(self.route, verdict.max_output)
             headers = self._readable_encoding(headers)
         try:
             self._forward(method, headers)
         finally:
-            if reserved:
-                self.core.gate.release(reservation)
+            if handle is not None:
+                self.core.gate.settle(handle)
+
+    def _client_gone(self) -> bool:
+        """A held request's client may give up (its own timeouts run on while the agent is frozen):
+        a readable socket with nothing to read is a hang-up."""
+        sock = self.h.connection
+        try:
+            ready, _, _ = select.select([sock], [], [], 0)
+            return bool(ready) and sock.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _readable_encoding(self, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         out = []
@@ -608,7 +647,8 @@ class _Exchange:
             if not complete or not wu.seen:
                 wu.partial = True
         try:
-            self.core.settle(self.route, self.estimate, wu, status, request_id, complete)
+            self.core.settle(self.route, self.estimate, wu, status, request_id, complete,
+                             is_step(self.route.tool, self.estimate, self.body))
         except Exception:
             log.exception("guard proxy: could not record a request's usage")
 
@@ -657,7 +697,15 @@ class RunningProxy:
     def client_args(self, tool: str, tool_args: list[str]) -> list[str]:
         """Extra arguments for the tool, when its environment alone cannot win. aider: a
         --set-env on the command line makes configargparse ignore AIDER_SET_ENV, so ours must
-        be on the command line too."""
+        be on the command line too. codex: its own arguments (-c, --profile, -C) say where it
+        would have gone, so they set its upstream; its adapter adds the `-c` that routes it here."""
+        if tool == "codex":
+            from guard.proxy.env import codex_upstream
+
+            url = codex_upstream(self._core.env, tool_args)
+            if url is not None:
+                self._core.set_upstream("codex", "openai", url)
+            return []
         if tool != "aider" or not any(a == "--set-env" or a.startswith("--set-env=") for a in tool_args):
             return []
         env = self.client_env(tool)
@@ -665,10 +713,6 @@ class RunningProxy:
         for k in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"):
             out += ["--set-env", f"{k}={env[k]}"]
         return out
-
-    def refuse_all(self, reason: str) -> None:
-        """From now on every metered request is refused with `reason` (a halt)."""
-        self._core.refusal = reason
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, give in-flight requests `timeout` seconds to end and emit their usage,
@@ -715,4 +759,4 @@ def _warm_pricer(pricer: Any) -> None:
         pass
 
 
-__all__ = ["BudgetRefused", "RunningProxy", "start_proxy"]
+__all__ = ["RunningProxy", "start_proxy"]

@@ -29,9 +29,13 @@ class WireUsage:
     cache_read_tokens: int = 0
     model: str | None = None
     message_id: str | None = None
+    key: str | None = None        # the call's idempotency key, when the wire names one all sources share
     # Only part of the truth: the stream was cut before its final usage (output is then estimated).
     partial: bool = False
     fields: set[str] = field(default_factory=set)
+    # Output tokens guessed from the text and tool input the response carried, for when the
+    # provider's own count never came (none sent, stream cut, client gone).
+    output_estimate: int = 0
 
     @property
     def seen(self) -> bool:
@@ -47,23 +51,107 @@ class Estimate:
     max_output_tokens: int
     cache_write_factor: float = 1.0   # >1 when the request asks for cache writes (billed above input)
     stream: bool = False
+    thinking_budget: int | None = None  # a manual thinking budget (must stay below max_tokens)
 
     @property
     def tokens(self) -> int:
         return self.input_tokens + self.max_output_tokens
 
 
-def estimate_input_tokens(body: bytes) -> int:
-    """An upper-bound-leaning guess of a request's input tokens from its JSON size.
+# Bytes of request JSON per billed input token, on the low side of what real tokenizers give
+# (bench/input_estimate.py measures them on Claude Code's and aider's own requests):
+# - the Claude tokenizer up to Opus 4.6 and OpenAI's cl100k/o200k: 4.1-4.2 bytes on Claude Code's
+#   requests, 3.5-4.0 on aider's; 3.0 keeps 1.2-1.4x above the count.
+# - Opus 4.7's tokenizer yields 1.0-1.35x more tokens (Anthropic), 1.45x measured by users: about
+#   2.9 bytes a token on the same requests; 2.5 keeps about 1.15x above. Claude models newer
+#   than the ones known to use the old tokenizer are assumed to use the new one.
+BYTES_PER_TOKEN = 3.0
+BYTES_PER_TOKEN_NEW_CLAUDE = 2.5
+_CLAUDE = re.compile(r"claude-(?:(?:opus|sonnet|haiku)-(\d+)(?:-(\d{1,2})(?!\d))?|\d|instant)")
 
-    Real tokenizers average 3.5-4 bytes per token on English and code, so len/3 over-reserves a
-    little; base64 images are counted at their billed size instead of their byte length."""
+
+def bytes_per_token(model: str | None) -> float:
+    name = (model or "").lower()
+    m = _CLAUDE.search(name)
+    if m is None:   # not Claude, or a Claude family guard does not know: the new tokenizer
+        return BYTES_PER_TOKEN_NEW_CLAUDE if "claude" in name else BYTES_PER_TOKEN
+    major, minor = m.group(1), m.group(2)
+    if major is None:   # claude-3-5-sonnet, claude-2.1, claude-instant: the old naming
+        return BYTES_PER_TOKEN
+    old = int(major) < 4 or (int(major) == 4 and int(minor or 0) <= 6)
+    return BYTES_PER_TOKEN if old else BYTES_PER_TOKEN_NEW_CLAUDE
+
+
+def estimate_input_tokens(body: bytes, model: str | None = None) -> int:
+    """An upper-bound-leaning guess of a request's input tokens from its JSON size, at the
+    model's tokenizer's rate; base64 images are counted at their billed size instead of their
+    byte length. Counting the JSON framing too is what keeps it above the billed count."""
     size = len(body)
     images = 0
     for m in _BASE64_DATA.finditer(body):
         size -= len(m.group(0))
         images += 1
-    return size // 3 + images * IMAGE_TOKENS + 16
+    return int(size / bytes_per_token(model)) + images * IMAGE_TOKENS + 16
+
+
+# Output text is billed at about 3.5-4 bytes per token (English, code, JSON tool input); 3 keeps an
+# estimate of unreported output on the high side.
+OUTPUT_BYTES_PER_TOKEN = 3
+# The string fields that carry generated output in both wire formats (text, thinking, tool input,
+# chat content and tool-call arguments, Responses deltas).
+_CONTENT = re.compile(rb'"(?:text|thinking|partial_json|content|arguments|delta|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def content_bytes(data: bytes) -> int:
+    """Bytes of generated output (as JSON-escaped) in a response body or SSE events."""
+    return sum(m.end(1) - m.start(1) for m in _CONTENT.finditer(data))
+
+
+def output_tokens_for(nbytes: int) -> int:
+    return -(-nbytes // OUTPUT_BYTES_PER_TOKEN)
+
+
+class StreamedOutput:
+    """Estimates a stream's output tokens from its bytes without parsing every event: the first
+    events are parsed to learn this stream's framing (the JSON around each delta, the same for
+    every delta of one response), then each further event counts as its bytes minus that framing.
+    Costs one C-speed count of event separators per block."""
+
+    SAMPLE = 8
+    DEFAULT_FRAMING = 80     # the smallest delta event of either API, when none was sampled
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.events = 0
+        self._framing: int | None = None
+        self._sampled = 0
+        self._sample_buf = b""
+
+    def feed(self, data: bytes) -> None:
+        self.bytes += len(data)
+        self.events += data.count(b"\n\n")
+        if self._sampled < self.SAMPLE:
+            self._sample(data)
+
+    def _sample(self, data: bytes) -> None:
+        buf = self._sample_buf + data
+        start = 0
+        while self._sampled < self.SAMPLE:
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            ev = buf[start:end + 2]
+            start = end + 2
+            content = content_bytes(ev)
+            if content:
+                self._sampled += 1
+                framing = len(ev) - content
+                self._framing = framing if self._framing is None else min(self._framing, framing)
+        self._sample_buf = buf[start:][-65536:] if self._sampled < self.SAMPLE else b""
+
+    def tokens(self) -> int:
+        framing = self._framing if self._framing is not None else self.DEFAULT_FRAMING
+        return output_tokens_for(max(0, self.bytes - self.events * framing))
 
 
 def int_field(obj: Any, name: str) -> int | None:
@@ -289,3 +377,26 @@ def readable_accept_encoding(value: str) -> str:
         if name in READABLE_ENCODINGS:
             kept.append(part.strip())
     return ", ".join(kept) or "identity"
+
+
+# Where each wire format keeps a request's output allowance, the preferred spelling first.
+_ALLOWANCE_FIELDS = {
+    "messages": ("max_tokens",),
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "completions": ("max_tokens",),
+}
+
+
+def with_output_allowance(obj: Any, kind: str, max_output: int, thinking_budget: int | None = None) -> bytes:
+    """The request body with its output allowance lowered to `max_output` (and a manual thinking
+    budget below it); everything else, the thinking type included, as the client sent it."""
+    req = dict(obj)
+    fields = _ALLOWANCE_FIELDS.get(kind, ("max_tokens",))
+    present = [f for f in fields if f in req]
+    for f in present or fields[:1]:
+        req[f] = max_output
+    thinking = req.get("thinking")
+    if thinking_budget is not None and isinstance(thinking, dict) and "budget_tokens" in thinking:
+        req["thinking"] = {**thinking, "budget_tokens": thinking_budget}
+    return json.dumps(req, separators=(",", ":")).encode()

@@ -181,11 +181,13 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float) -> list[RunRow]:
 def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str = "developer",
                  tz: str | None = None, label: str = "", top: int = 10,
                  developer: str | None = None, team: str | None = None,
-                 tool: str | None = None) -> Report:
+                 tool: str | None = None, fetched: Sequence[RunRow] | None = None) -> Report:
+    """`fetched`: the runs `fetch_runs` returned for this range, when the caller builds several
+    reports over one read."""
     if group_by not in GROUPS:
         raise ConfigError(f"--by {group_by}: not one of {', '.join(GROUPS)}")
     z = zone(tz)
-    runs = [r for r in fetch_runs(ledger, since, until)
+    runs = [r for r in (fetch_runs(ledger, since, until) if fetched is None else fetched)
             if (developer is None or r.developer == developer) and (team is None or r.team == team)
             and (tool is None or r.tool == tool)]
     groups: dict[str, Group] = defaultdict(lambda: Group(""))

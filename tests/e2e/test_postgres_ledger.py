@@ -136,8 +136,8 @@ def test_migrates_to_latest_and_reopens(pg_url: str, tmp_path: Path) -> None:
     assert led._execute("SELECT MAX(version) FROM schema_version")[0][0] == LATEST
     led.close()
     led = open_ledger(pg_url, tmp_path)   # second open: no migration runs twice
-    assert [r[0] for r in led._execute("SELECT version FROM schema_version ORDER BY version")] == \
-        list(VERSIONS)
+    # versions are applied by number and branches may skip some: every defined one, once
+    assert [r[0] for r in led._execute("SELECT version FROM schema_version ORDER BY version")] == VERSIONS
     led.close()
 
 

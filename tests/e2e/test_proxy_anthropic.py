@@ -168,16 +168,16 @@ def test_refusal_is_final_for_each_client_and_names_the_ceiling(fake: FakeAnthro
         assert ei.value.status_code == 402
         assert ei.value.response.headers["x-should-retry"] == "false"
         err = ei.value.body["error"]    # type: ignore[index]
-        assert err["type"] == "billing_error" and "$0.00 task ceiling reached" in err["message"]
+        assert err["type"] == "billing_error"
+        assert "$0.0001 task ceiling: $0.00 spent, the next request needs at least $0." in err["message"]
         # aider (litellm) retries 402 but not 400.
         with pytest.raises(anthropic.BadRequestError):
             sdk(proxy, "aider").messages.create(model=MODEL, max_tokens=100,
                                                 messages=[{"role": "user", "content": "hi"}])
-        # After a halt every request is refused without asking the gate.
-        proxy.refuse_all("guard halted this run: $1.00 task ceiling reached")
+        # The first refusal halted the run: every request after it is refused, even one that would fit.
         with pytest.raises(anthropic.APIStatusError) as ei:
             sdk(proxy, "run").messages.create(model=MODEL, max_tokens=1, messages=[{"role": "user", "content": "x"}])
-        assert "guard halted this run" in str(ei.value)
+        assert "halted at step 0: $0.0001 task ceiling" in str(ei.value)
     finally:
         proxy.stop()
     assert fake.requests == [] and gate.sink.events == []

@@ -41,7 +41,7 @@ def proxy(fake: FakeOpenAI, sink: RecordingSink) -> Iterator[RunningProxy]:
 
 
 def post(proxy: RunningProxy, path: str, body: dict[str, Any], tool: str = "run") -> tuple[int, bytes, dict[str, str]]:
-    url = urlsplit(proxy.client_env(tool)["OPENAI_BASE_URL"])
+    url = urlsplit(f"{proxy.url}/{tool}/openai")
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
     conn.request("POST", url.path + path, body=json.dumps(body),
                  headers={"Authorization": "Bearer sk-openai-test", "Content-Type": "application/json"})
@@ -67,7 +67,9 @@ def assert_exact(sink: RecordingSink, fake: FakeOpenAI) -> None:
     assert got["cache_read_tokens"] == truth["cached_tokens"]
     assert got["output_tokens"] == truth["output_tokens"]
     assert got["calls"] == truth["calls"]
-    assert {e.key for e in sink.events} == {f"req:{s.request_id}" for s in fake.completed()}
+    # a Responses API response is keyed by its id, as Codex's rollouts name it
+    assert {e.key for e in sink.events} == {f"resp:{s.response_id}" if s.api == "responses" else f"req:{s.request_id}"
+                                            for s in fake.completed()}
     assert not any(e.estimated or e.interrupted for e in sink.events)
 
 
@@ -115,7 +117,9 @@ def test_refusal_in_openai_format_with_the_status_each_client_treats_as_final(fa
         assert status == 400 and headers["x-should-retry"] == "false"
         err = json.loads(data)["error"]
         assert err["code"] == "guard_budget_exceeded" and "task ceiling reached" in err["message"]
-        status, _, _ = post(proxy, "/chat/completions", body, tool="codex")
+        status, _, _ = post(proxy, "/responses", body, tool="codex")
+        assert status == 400                                       # Codex retries a 402 five times
+        status, _, _ = post(proxy, "/chat/completions", body, tool="run")
         assert status == 402
     finally:
         proxy.stop()

@@ -54,7 +54,7 @@ def test_soft_threshold_of_a_period_ceiling_is_noticed_once(home):
     first = spend(home, env, lines="8")
     assert first.returncode == 0
     second = spend(home, env, lines="1")
-    notices = (first.stderr + second.stderr).count("developer_usd at")
+    notices = (first.stderr + second.stderr).count("of the $1.00 developer ceiling")
     assert notices == 1
     assert len(runs_json(home, env)) == 2
 

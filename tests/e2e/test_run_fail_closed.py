@@ -11,7 +11,7 @@ from guard.adapters.base import Adapter, EventSink, Launch, LaunchContext
 from guard.config import load_settings
 from guard.environment import Environment
 from guard.ledger import open_ledger
-from guard.runner import Run
+from guard.supervisor.setup import supervisor
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +38,7 @@ def test_an_adapter_that_fails_halts_the_run(tmp_path: Path) -> None:
     envr = Environment(env=env, cwd=tmp_path, stdin_fd=r, stdout_fd=w)
     settings = load_settings(env, tmp_path, {"grace": "0.5s"})
     ledger = open_ledger(None, tmp_path / "home")
-    run = Run(envr, settings, ledger, BlindAdapter(), "run", ["agent"])
+    run = supervisor(envr, settings, ledger, BlindAdapter(), "run", ["agent"])
     try:
         assert run.execute() == 124
     finally:

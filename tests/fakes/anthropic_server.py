@@ -12,9 +12,14 @@ chose; the server records exactly what it returned, so a test can compare guard'
 
 A script is any callable `(Request) -> Reply`. Helpers below build the common ones: a text answer,
 a runaway Bash loop, a fixed sequence, sub-agent spawns.
+
+The server honours `max_tokens` as the real API does: a reply whose usage has more output tokens
+than the request allows is cut there (its blocks shortened in proportion, mid-`tool_use` too, the
+cut tool call's JSON left unfinished), with `stop_reason: max_tokens` and the cut output billed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -74,9 +79,36 @@ class ToolUse:
     name: str
     input: dict[str, Any]
     id: str | None = None   # default: toolu_<server token><n>_<i>
+    cut_json: str | None = None   # set by a max_tokens cut: the part of the input JSON sent
 
 
 Block = Text | Thinking | ToolUse
+
+
+def _block_size(b: Block) -> int:
+    return len(json.dumps(b.input)) if isinstance(b, ToolUse) else len(b.text)
+
+
+def cut_at_max_tokens(rep: Reply, usage: Usage, max_tokens: int | None) -> tuple[Reply, Usage]:
+    """The reply as the API sends it under `max_tokens`: unchanged when it fits, else its output
+    cut to max_tokens/output_tokens of its characters, block by block."""
+    if max_tokens is None or usage.output_tokens <= max_tokens:
+        return rep, usage
+    budget = sum(_block_size(b) for b in rep.blocks) * max_tokens // max(1, usage.output_tokens)
+    kept: list[Block] = []
+    for b in rep.blocks:
+        size = _block_size(b)
+        if size <= budget:
+            kept.append(b)
+            budget -= size
+            continue
+        if isinstance(b, ToolUse):
+            kept.append(dataclasses.replace(b, cut_json=json.dumps(b.input)[:budget]))
+        elif budget:
+            kept.append(dataclasses.replace(b, text=b.text[:budget]))
+        break
+    return (dataclasses.replace(rep, blocks=tuple(kept), stop_reason="max_tokens"),
+            dataclasses.replace(usage, output_tokens=max_tokens))
 
 
 @dataclass(frozen=True)
@@ -87,6 +119,8 @@ class Reply:
     status: int = 200                 # != 200: an API error with error_type
     error_type: str = "api_error"
     stop_reason: str | None = None    # default: tool_use when a ToolUse is present, else end_turn
+    omit_usage: bool = False          # a gateway that drops usage: no usage object anywhere
+    cut_after: int | None = None      # a stream the upstream drops after this many SSE events
 
 
 def reply(*blocks: Block, **kw: Any) -> Reply:
@@ -183,8 +217,9 @@ class Served:
     started_at: float
     finished_at: float | None = None   # time.time() when the last byte was written
     completed: bool = False            # False: the client went away before the end
-    tool_uses: tuple[str, ...] = ()
+    tool_uses: tuple[str, ...] = ()    # complete tool calls (a call cut by max_tokens is not one)
     status: int = 200
+    stop_reason: str = "end_turn"
 
 
 Script = Callable[[Request], Reply]
@@ -336,11 +371,13 @@ class FakeAnthropic(FakeServer):
             req = Request(n, path, headers, body)
             self.requests.append(req)
         rep = self.script(req)
-        usage = rep.usage or self.usage_fn(n)
-        tool_ids = []
-        for i, b in enumerate(rep.blocks):
-            if isinstance(b, ToolUse):
-                tool_ids.append(b.id or f"toolu_{self.token}{n:04d}_{i}")
+        max_tokens = body.get("max_tokens")
+        rep, usage = cut_at_max_tokens(rep, rep.usage or self.usage_fn(n),
+                                       max_tokens if isinstance(max_tokens, int) else None)
+        rep = dataclasses.replace(rep, blocks=tuple(
+            dataclasses.replace(b, id=b.id or f"toolu_{self.token}{n:04d}_{i}") if isinstance(b, ToolUse) else b
+            for i, b in enumerate(rep.blocks)))
+        tool_ids = [b.id or "" for b in rep.blocks if isinstance(b, ToolUse) and b.cut_json is None]
         served = Served(
             n=n,
             request_id=f"req_{self.token}{n:04d}",
@@ -352,6 +389,7 @@ class FakeAnthropic(FakeServer):
             started_at=time.time(),
             tool_uses=tuple(tool_ids),
             status=rep.status,
+            stop_reason=_stop_reason(rep),
         )
         if rep.status == 200:
             with self._lock:
@@ -399,10 +437,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if req.stream:
-                self._stream(req, rep, served)
+                ok = self._stream(req, rep, served)
             else:
                 self._json(200, _message(req, rep, served), request_id=served.request_id)
-            ok = True
+                ok = True
         except (BrokenPipeError, ConnectionResetError):
             ok = False
         fake._finish(served, ok)
@@ -420,21 +458,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _stream(self, req: Request, rep: Reply, served: Served) -> None:
+    def _stream(self, req: Request, rep: Reply, served: Served) -> bool:
+        """False when the script cut the stream (the client never gets the end)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("request-id", served.request_id)
         self.end_headers()
-        for event in _sse_events(req, rep, served):
+        events = _sse_events(req, rep, served)
+        for event in events[:rep.cut_after]:
             data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
             self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
             self.wfile.flush()
             if rep.chunk_delay:
                 time.sleep(rep.chunk_delay)
+        if rep.cut_after is not None and rep.cut_after < len(events):
+            self.close_connection = True
+            return False
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        return True
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -449,28 +493,32 @@ def _stop_reason(rep: Reply) -> str:
 
 def _content(rep: Reply, served: Served) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-    ids = iter(served.tool_uses)
     for b in rep.blocks:
         if isinstance(b, Text):
             out.append({"type": "text", "text": b.text})
         elif isinstance(b, Thinking):
             out.append({"type": "thinking", "thinking": b.text, "signature": "fake-signature"})
         else:
-            out.append({"type": "tool_use", "id": next(ids), "name": b.name, "input": b.input})
+            # A cut call's input is what parses of its unfinished JSON: nothing, here.
+            out.append({"type": "tool_use", "id": b.id, "name": b.name,
+                        "input": b.input if b.cut_json is None else {}, "_cut_json": b.cut_json})
     return out
 
 
 def _message(req: Request, rep: Reply, served: Served) -> dict[str, Any]:
-    return {
+    msg = {
         "id": served.message_id,
         "type": "message",
         "role": "assistant",
         "model": served.model,
-        "content": _content(rep, served),
+        "content": [{k: v for k, v in b.items() if k != "_cut_json"} for b in _content(rep, served)],
         "stop_reason": _stop_reason(rep),
         "stop_sequence": None,
         "usage": served.usage.as_api(),
     }
+    if rep.omit_usage:
+        del msg["usage"]
+    return msg
 
 
 def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]]:
@@ -478,6 +526,8 @@ def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]
     streams as start/delta/stop, message_delta carries the final usage."""
     u = served.usage
     start = _message(req, rep, served) | {"content": [], "stop_reason": None, "usage": u.as_api(output_tokens=1)}
+    if rep.omit_usage:
+        del start["usage"]
     events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     for i, block in enumerate(_content(rep, served)):
         if block["type"] == "text":
@@ -494,14 +544,18 @@ def _sse_events(req: Request, rep: Reply, served: Served) -> list[dict[str, Any]
         else:
             events.append({"type": "content_block_start", "index": i, "content_block": {
                 "type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})
+            sent = block["_cut_json"] if block["_cut_json"] is not None else json.dumps(block["input"])
             events.append({"type": "content_block_delta", "index": i,
-                           "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}})
+                           "delta": {"type": "input_json_delta", "partial_json": sent}})
         events.append({"type": "content_block_stop", "index": i})
-    events.append({
+    delta: dict[str, Any] = {
         "type": "message_delta",
         "delta": {"stop_reason": _stop_reason(rep), "stop_sequence": None},
         "usage": u.as_api(),
-    })
+    }
+    if rep.omit_usage:
+        del delta["usage"]
+    events.append(delta)
     events.append({"type": "message_stop"})
     return events
 

@@ -16,9 +16,14 @@ A script is a callable `(Request) -> Reply`, or a list of replies (strings are p
 main-model requests get in order (`sequence`). Side calls aider makes with its weak model (commit
 messages, chat summaries) are recognised by their system prompt and answered by `aux` instead, so a
 script only has to describe the main conversation.
+
+The server honours the output cap (`max_completion_tokens` or `max_tokens`; `max_output_tokens` on
+the Responses API): a reply whose usage has more completion tokens is cut to that share of its
+text, with `finish_reason: "length"` (Responses: status `incomplete`) and the cut output billed.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import threading
@@ -84,6 +89,8 @@ class Reply:
     status: int = 200               # != 200: an API error of `error_type`
     error_type: str = "server_error"
     finish_reason: str = "stop"
+    omit_usage: bool = False        # a server that never reports usage (include_usage ignored)
+    cut_after: int | None = None    # a stream the upstream drops after this many SSE events
 
 
 def say(text: str, **kw: Any) -> Reply:
@@ -124,6 +131,23 @@ AUX_MARKERS = {
     "commit": "generates concise, one-line Git commit messages",
     "summary": "summarize this partial conversation",
 }
+
+
+def cut_at_max_tokens(rep: Reply, usage: Usage, cap: int | None) -> tuple[Reply, Usage]:
+    if cap is None or usage.completion_tokens <= cap:
+        return rep, usage
+    keep = len(rep.text) * cap // max(1, usage.completion_tokens)
+    return (dataclasses.replace(rep, text=rep.text[:keep], finish_reason="length"),
+            dataclasses.replace(usage, completion_tokens=cap))
+
+
+def _output_cap(api: str, body: dict[str, Any]) -> int | None:
+    names = ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
+    for name in names:
+        v = body.get(name)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+    return None
 
 
 @dataclass
@@ -209,6 +233,7 @@ class Served:
     finished_at: float | None = None   # time.time() when the last byte was written
     completed: bool = False            # False: the client went away before the end
     status: int = 200
+    finish_reason: str = "stop"
 
 
 Script = Callable[[Request], Reply]
@@ -333,7 +358,7 @@ class FakeOpenAI(FakeServer):
             self._cond.notify_all()
         kind = req.kind
         rep = self.aux(req) if (self.aux is not None and kind != "main") else self.script(req)
-        usage = rep.usage or self.usage_fn(req)
+        rep, usage = cut_at_max_tokens(rep, rep.usage or self.usage_fn(req), _output_cap(api, body))
         served = Served(
             n=n,
             request_id=f"req_{self.token}{n:04d}",
@@ -343,10 +368,11 @@ class FakeOpenAI(FakeServer):
             kind=kind,
             usage=usage,
             stream=req.stream,
-            usage_sent=(not req.stream) or req.include_usage or api == "responses",
+            usage_sent=not rep.omit_usage and ((not req.stream) or req.include_usage or api == "responses"),
             started_at=time.time(),
             text=rep.text,
             status=rep.status,
+            finish_reason=rep.finish_reason,
         )
         if rep.status == 200:
             with self._lock:
@@ -395,17 +421,17 @@ class _Handler(BaseHTTPRequestHandler):
             if rep.status != 200:
                 self._json(rep.status, _error(rep.error_type, "scripted error"), request_id=served.request_id)
                 return
+            ok = True
             if api == "chat":
                 if req.stream:
-                    self._sse([("", c) for c in _chat_chunks(req, rep, served)], rep, served, done=True)
+                    ok = self._sse([("", c) for c in _chat_chunks(req, rep, served)], rep, served, done=True)
                 else:
                     self._json(200, _chat_body(rep, served), request_id=served.request_id)
             else:
                 if req.stream:
-                    self._sse(_responses_events(rep, served), rep, served, done=False)
+                    ok = self._sse(_responses_events(rep, served), rep, served, done=False)
                 else:
                     self._json(200, _responses_body(rep, served), request_id=served.request_id)
-            ok = True
         except (BrokenPipeError, ConnectionResetError):
             ok = False
         finally:
@@ -425,22 +451,27 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
         self.wfile.flush()
 
-    def _sse(self, events: list[tuple[str, dict[str, Any]]], rep: Reply, served: Served, done: bool) -> None:
+    def _sse(self, events: list[tuple[str, dict[str, Any]]], rep: Reply, served: Served, done: bool) -> bool:
+        """False when the script cut the stream (the client never gets the end)."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Transfer-Encoding", "chunked")
         self.send_header("x-request-id", served.request_id)
         self.end_headers()
-        for name, obj in events:
+        for name, obj in events[:rep.cut_after]:
             head = f"event: {name}\n" if name else ""
             self._chunk(f"{head}data: {json.dumps(obj)}\n\n".encode())
             if rep.chunk_delay:
                 time.sleep(rep.chunk_delay)
+        if rep.cut_after is not None and rep.cut_after < len(events):
+            self.close_connection = True
+            return False
         if done:
             self._chunk(b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+        return True
 
     def _chunk(self, data: bytes) -> None:
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
@@ -470,7 +501,7 @@ def _chat_body(rep: Reply, served: Served) -> dict[str, Any]:
             "logprobs": None,
             "finish_reason": rep.finish_reason,
         }],
-        "usage": served.usage.as_chat(),
+        "usage": None if rep.omit_usage else served.usage.as_chat(),
     }
 
 
@@ -487,17 +518,20 @@ def _chat_chunks(req: Request, rep: Reply, served: Served) -> list[dict[str, Any
     out = [chunk({"role": "assistant", "content": ""}, None)]
     out += [chunk({"content": piece}, None) for piece in _pieces(rep.text, rep.chunks)]
     out.append(chunk({}, rep.finish_reason))
-    if req.include_usage:
+    if req.include_usage and not rep.omit_usage:
         out.append(base | {"choices": [], "usage": served.usage.as_chat()})
     return out
 
 
-def _responses_body(rep: Reply, served: Served, status: str = "completed") -> dict[str, Any]:
+def _responses_body(rep: Reply, served: Served, status: str | None = None) -> dict[str, Any]:
+    final = status is None
+    status = status or ("incomplete" if rep.finish_reason == "length" else "completed")
     return {
         "id": served.response_id,
         "object": "response",
         "created_at": int(served.started_at),
         "status": status,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
         "model": served.model,
         "output": [{
             "type": "message",
@@ -506,7 +540,7 @@ def _responses_body(rep: Reply, served: Served, status: str = "completed") -> di
             "role": "assistant",
             "content": [{"type": "output_text", "text": rep.text, "annotations": []}],
         }],
-        "usage": served.usage.as_responses() if status == "completed" else None,
+        "usage": served.usage.as_responses() if final and not rep.omit_usage else None,
     }
 
 
@@ -524,8 +558,8 @@ def _responses_events(rep: Reply, served: Served) -> list[tuple[str, dict[str, A
     events.append(("response.output_text.done", {
         "type": "response.output_text.done", "item_id": item_id, "output_index": 0,
         "content_index": 0, "text": rep.text}))
-    events.append(("response.completed", {"type": "response.completed",
-                                           "response": _responses_body(rep, served)}))
+    end = "response.incomplete" if rep.finish_reason == "length" else "response.completed"
+    events.append((end, {"type": end, "response": _responses_body(rep, served)}))
     return [(name, obj | {"sequence_number": next(seq)}) for name, obj in events]
 
 

@@ -1,4 +1,4 @@
-"""Test doubles for the metering proxy's callers (a recording sink, a ceiling gate) and a raw
+"""The metering proxy's callers without a run (a recording sink, the decision core as its gate) and a raw
 upstream for latency/throughput figures (a fixed SSE body of any size, as fast as loopback goes).
 The scripted LLM fakes live in anthropic_server.py and openai_server.py."""
 from __future__ import annotations
@@ -9,9 +9,13 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from guard.governor import RunState, decide
+from guard.governor.events import Forward, Hold, Refuse, Settled, Spent
 from guard.pricing import Pricer
-from guard.proxy import BudgetRefused
-from guard.usage import UsageEvent
+from guard.proxy import Verdict
+from guard.supervisor.desk import RequestDesk
+from guard.supervisor.launch_env import request_cost
+from guard.usage import Totals, UsageEvent
 
 
 class RecordingSink:
@@ -51,40 +55,50 @@ class RecordingSink:
 
 
 class CeilingGate:
-    """A USD task ceiling, implemented the way the run loop's gate must behave: spend (from
-    emitted events) plus outstanding reservations never exceed the limit."""
+    """A USD task ceiling held by the real decision core and the run's request desk, without a
+    process around them: what the run loop does for the proxy, minus the ledger."""
 
-    def __init__(self, limit_usd: float, pricer: Pricer) -> None:
+    def __init__(self, limit_usd: float, pricer: Pricer, on_limit: str = "stop") -> None:
         self.limit = limit_usd
         self.pricer = pricer
-        self.spent = 0.0
-        self.reserved = 0.0
+        self.state = RunState(limits={"usd": limit_usd}, started_at=time.time(), on_limit=on_limit)  # type: ignore[arg-type]
+        self.totals = Totals()
         self.accepted = 0
         self.refused = 0
         self.max_reserved = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.sink = RecordingSink(on_emit=self._record)
+        self.desk = RequestDesk(self.apply, lambda est, step: request_cost(pricer, est, step),
+                                lambda usd: None, lambda handle: self.apply(Settled(handle[0])))
+
+    def apply(self, event: Any) -> None:
+        with self._lock:
+            self.state, actions = decide(self.state, event, time.time())
+            for a in actions:
+                if isinstance(a, (Forward, Refuse, Hold)):
+                    self.accepted += isinstance(a, Forward)
+                    self.refused += isinstance(a, Refuse)
+                    self.desk.resolve(a)
+            self.max_reserved = max(self.max_reserved, self.reserved)
+
+    @property
+    def spent(self) -> float:
+        return self.totals.cost_usd
+
+    @property
+    def reserved(self) -> float:
+        return self.state.in_flight().usd
 
     def _record(self, ev: UsageEvent) -> None:
-        usd = self.pricer.price(ev).usd
         with self._lock:
-            self.spent += usd
+            self.totals.add(ev, self.pricer.price(ev).usd)
+            self.apply(Spent(Totals().plus(self.totals)))
 
-    def reserve(self, usd: float, tokens: int) -> object:
-        with self._lock:
-            if self.spent + self.reserved + usd > self.limit:
-                self.refused += 1
-                raise BudgetRefused(
-                    f"${self.limit:.2f} task ceiling reached (${self.spent:.2f} spent, ${self.reserved:.2f} reserved)")
-            self.reserved += usd
-            self.accepted += 1
-            self.max_reserved = max(self.max_reserved, self.reserved)
-            return usd
+    def admit(self, est: Any, tool: str, body: bytes, client_gone: Callable[[], bool]) -> Verdict:
+        return self.desk.admit(est, tool, body, client_gone)
 
-    def release(self, reservation: object) -> None:
-        assert isinstance(reservation, float)
-        with self._lock:
-            self.reserved -= reservation
+    def settle(self, handle: object) -> None:
+        self.desk.settle(handle)
 
 
 class BlobUpstream:

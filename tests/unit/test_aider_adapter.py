@@ -211,7 +211,7 @@ def test_interrupted_call_recorded_at_close(world: dict[str, Path]) -> None:
     assert sink.accuracy[-1] == "estimated"
 
 
-def test_proxy_metering_leaves_tokens_to_the_proxy(world: dict[str, Path]) -> None:
+def test_proxy_metering_leaves_calls_and_steps_to_the_proxy(world: dict[str, Path]) -> None:
     a = AiderAdapter()
     a.prepare(ctx(world, ["--no-stream"], env={"OPENAI_BASE_URL": "http://127.0.0.1:9/s3cret/aider/openai"},
                   meter="proxy"))
@@ -220,9 +220,9 @@ def test_proxy_metering_leaves_tokens_to_the_proxy(world: dict[str, Path]) -> No
     a.start(sink)
     append(log, {"event": "launched", "properties": {}}, START, SEND(5000, 50, 0.01))
     a.close()
-    [ev] = sink.calls().values()
-    assert ev.steps == 1 and ev.tokens == 0 and ev.cost_usd is None and not ev.interrupted
-    assert sink.notices == [] and sink.accuracy == []
+    # the proxy counts the call and its step as the request passes (guard.proxy.steps); aider's
+    # log would only double it, and late
+    assert sink.calls() == {} and sink.notices == [] and sink.accuracy == []
 
 
 def test_help_is_not_a_session(world: dict[str, Path]) -> None:

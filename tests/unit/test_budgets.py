@@ -2,7 +2,6 @@
 grants, budget lines, once-per-period notices (terminal, webhook, command), reservations."""
 from __future__ import annotations
 
-import io
 import json
 import logging
 import subprocess
@@ -18,12 +17,16 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from guard import budgets
-from guard.budgets import BudgetPolicy, Identity, PeriodTracker, check_admission, period_ceilings
+from guard.budgets import BudgetPolicy, Identity, period_ceilings
 from guard.errors import ConfigError, Refused
+from guard.governor import RunState, decide, start
+from guard.governor.events import Spent
 from guard.ledger.records import RunRecord
 from guard.ledger.reservations import release, release_run, reserve
 from guard.ledger.sqlite import SqliteLedger
-from guard.usage import UsageEvent
+from guard.supervisor import ledger_view
+from guard.supervisor.effects import Effects
+from guard.usage import Totals, UsageEvent
 
 TZ = "Europe/Berlin"
 BERLIN = ZoneInfo(TZ)
@@ -160,14 +163,16 @@ def test_budget_line_charges_the_line_not_the_developer(ledger: SqliteLedger) ->
     check_admission(ledger, ALICE, POLICY, NOW)
 
 
-def test_tracker_adds_the_runs_own_spend(ledger: SqliteLedger) -> None:
+def test_a_run_sees_what_others_spent_and_adds_its_own(ledger: SqliteLedger) -> None:
     charge(ledger, "old", 15.0, NOW - 900)
     charge(ledger, "me", 3.0, NOW - 10)
-    tr = PeriodTracker(ledger, ALICE, POLICY, "me", refresh=60)
-    day = next(c for c in tr.ceilings(run_usd=4.0, now=NOW) if c.period == "day")
-    assert day.used == 19.0 and not day.exhausted          # 15 others + this run's 4 (not 3 + 4)
-    day = next(c for c in tr.ceilings(run_usd=5.5, now=NOW + 1) if c.period == "day")
-    assert day.exhausted and day.as_state()["name"] == "developer_usd"
+    day = next(b for b in ledger_view.read(ledger, ALICE, POLICY, "me", NOW) if b.period == "day")
+    assert day.others == 15.0                      # the run's own 3 is the decision core's to add
+    s = RunState(limits={}, started_at=NOW, budgets=(day,))
+    s, out = decide(s, Spent(Totals(cost_usd=4.0)), NOW)
+    assert s.halt is None and [c.used for c in s.ceilings(NOW)] == [19.0]
+    s, out = decide(s, Spent(Totals(cost_usd=5.5)), NOW + 1)
+    assert s.halt is not None and s.halt.ceiling == "developer_usd"
 
 
 # -- notices ---------------------------------------------------------------------------------------------
@@ -198,6 +203,27 @@ class Hook:
         self.server.server_close()
 
 
+def check_admission(ledger: SqliteLedger, ident: Identity, policy: object, now: float) -> list[budgets.Ceiling]:
+    """What a run's start decides about the shared budgets: the ledger's figures, the core's rule."""
+    state = RunState(limits={}, started_at=now, budgets=ledger_view.read(ledger, ident, policy, "new-run", now))
+    halt = start.refusal(state, now, None, {})
+    if halt is not None:
+        raise Refused(halt.message)
+    return period_ceilings(ledger, ident, policy, now)
+
+
+def notify_soft(ledger: SqliteLedger, notify: dict[str, object], now: float) -> list[str]:
+    """The soft notices a run decides at `now`, carried out as the run loop does."""
+    shown: list[str] = []
+    state = RunState(limits={}, started_at=now, budgets=ledger_view.read(ledger, ALICE, POLICY, "me", now))
+    _, actions = decide(state, Spent(Totals()), now)
+    fx = Effects("me", "t", "alice", ledger, None, Path("/nonexistent/state.json"), False,  # type: ignore[arg-type]
+                 shown.append, lambda text: None, notify, ALICE)
+    for a in actions:
+        fx.do(a)
+    return shown
+
+
 def test_soft_notice_once_per_threshold_per_period_across_runs(ledger: SqliteLedger, tmp_path: Path) -> None:
     hook = Hook()
     out_file = tmp_path / "cmd.json"
@@ -205,21 +231,17 @@ def test_soft_notice_once_per_threshold_per_period_across_runs(ledger: SqliteLed
               "command": [sys.executable, "-c", f"import sys; open({str(out_file)!r}, 'a').write(sys.stdin.read() + '\\n')"]}
     try:
         charge(ledger, "r1", 16.0, NOW - 600)                  # 80% of the day's 20
-        out = io.StringIO()
-        sent = budgets.notify_soft(ledger, period_ceilings(ledger, ALICE, POLICY, NOW), notify, out=out,
-                                   now=NOW, identity=ALICE)
-        assert len(sent) == 1 and "developer_usd at 80%" in out.getvalue()
+        sent = notify_soft(ledger, notify, NOW)
+        assert len(sent) == 1 and "warning: 80% of the $20.00 developer ceiling ($16.00 spent this day)" in sent[0]
         assert hook.bodies[0]["scope"] == "developer:alice" and hook.bodies[0]["threshold"] == 0.75
         assert json.loads(out_file.read_text().splitlines()[0])["period"] == "day"
         # another run, another process (a second connection to the same ledger): no repeat
         other = SqliteLedger(ledger.path)
-        again = budgets.notify_soft(other, period_ceilings(other, ALICE, POLICY, NOW + 60), notify,
-                                    out=io.StringIO(), now=NOW + 60)
+        again = notify_soft(other, notify, NOW + 60)
         assert again == [] and len(hook.bodies) == 1
         # next day: a new period, a new notice
         charge(ledger, "r2", 16.0, ts(2025, 4, 1, 9))
-        nxt = budgets.notify_soft(other, period_ceilings(other, ALICE, POLICY, ts(2025, 4, 1, 10)), notify,
-                                  out=io.StringIO(), now=ts(2025, 4, 1, 10))
+        nxt = notify_soft(other, notify, ts(2025, 4, 1, 10))
         assert len(nxt) == 1 and len(hook.bodies) == 2
         other.close()
     finally:
@@ -231,9 +253,7 @@ def test_failing_webhook_is_logged_not_fatal(ledger: SqliteLedger, caplog: pytes
     try:
         charge(ledger, "r1", 16.0, NOW - 600)
         with caplog.at_level(logging.WARNING, logger="guard.budgets"):
-            sent = budgets.notify_soft(ledger, period_ceilings(ledger, ALICE, POLICY, NOW),
-                                       {"webhook": hook.url, "command": "/nonexistent/notify-me"},
-                                       out=io.StringIO(), now=NOW)
+            sent = notify_soft(ledger, {"webhook": hook.url, "command": "/nonexistent/notify-me"}, NOW)
         assert len(sent) == 1
         assert "webhook" in caplog.text and "notify command" in caplog.text
     finally:

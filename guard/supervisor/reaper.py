@@ -1,0 +1,61 @@
+"""The end of a tree: bury adopted zombies, sweep what is left, dismiss the sentinel."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from guard.supervisor.tree import ProcessTree
+
+
+def reap_orphans(keep: set[int]) -> None:
+    """guard is a subreaper: adopted descendants become its zombies; bury them."""
+    try:
+        import psutil
+
+        for p in psutil.Process().children():
+            if p.pid in keep:
+                continue
+            try:
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(p.pid, os.WNOHANG)
+            except (psutil.Error, ChildProcessError):
+                pass
+    except Exception:  # noqa: BLE001 - reaping is housekeeping, never fatal
+        pass
+
+
+def sweep(tree: ProcessTree | None, reap: Callable[[], None]) -> None:
+    """Nothing the agent started may go on spending after guard is gone."""
+    if tree is None or not tree.members():
+        return
+    tree.signal(signal.SIGCONT)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        tree.signal(sig)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and tree.members():
+            time.sleep(0.02)
+            reap()
+        if not tree.members():
+            return
+
+
+def dismiss_sentinel(sentinel: Any) -> None:
+    try:
+        sentinel.stdin.write(b"done\n")
+        sentinel.stdin.close()
+    except OSError:
+        pass
+    sentinel.wait()
+
+
+def crashed(tree: ProcessTree | None, record: Callable[[], None]) -> None:
+    """guard itself failed: nothing it started may run on unsupervised."""
+    try:
+        if tree is not None:
+            tree.signal(signal.SIGKILL)
+        record()
+    except Exception:  # noqa: BLE001 - already failing: keep the first error
+        pass
