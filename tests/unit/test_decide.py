@@ -7,9 +7,35 @@ import pytest
 
 from guard.governor import RunState, decide
 from guard.governor.events import (
-    AdapterFailed, AdapterHalt, Admit, Answer, AskUser, Budget, Budgets, ClientGone, Exited, Forward,
-    Freeze, Grant, Hold, MarkEstimated, Notify, PriceUnknown, RecordHalt, Refuse, RequestCost,
-    Resumed, SharedRefused, Settled, Signal, Spent, StopAsked, Thaw, Tick, WindDown, Approve,
+    AdapterFailed,
+    AdapterHalt,
+    Admit,
+    Answer,
+    Approve,
+    AskUser,
+    Budget,
+    Budgets,
+    ClientGone,
+    Exited,
+    Forward,
+    Freeze,
+    Grant,
+    Hold,
+    MarkEstimated,
+    Notify,
+    PriceUnknown,
+    RecordHalt,
+    Refuse,
+    RequestCost,
+    Resumed,
+    Settled,
+    SharedRefused,
+    Signal,
+    Spent,
+    StopAsked,
+    Thaw,
+    Tick,
+    WindDown,
 )
 from guard.usage import Totals
 
