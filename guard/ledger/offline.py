@@ -48,7 +48,7 @@ class LastKnown:
 
 
 def offline_spend(policy: str, last_known: LastKnown | None, local: Totals, where: str = "",
-                  shared: bool = True) -> Totals:
+                  shared: bool = True, what: str = "") -> Totals:
     """Spend to enforce a ceiling with while the ledger is unreachable.
 
     For a shared ceiling (developer, team, line): last-known: the last shared figure plus what this
@@ -63,7 +63,7 @@ def offline_spend(policy: str, last_known: LastKnown | None, local: Totals, wher
     if last_known is None:
         if policy == "allow":
             return local
-        raise LedgerOffline(where, "this period's spend was never read on this machine: "
+        raise LedgerOffline(where, f"this period's spend was never read on this machine{what}: "
                                    "refusing (fail closed)")
     return last_known.totals.plus(local)
 
@@ -113,8 +113,9 @@ class Query:
 
     @property
     def shared(self) -> bool:
-        """A figure for a shared ceiling (every kind but a task's own)."""
-        return self.kind != "task"
+        """A figure of spend against a shared ceiling. Not a task's own figure, nor an opaque one
+        (grants): a grant only raises a ceiling, so one never read counts 0, which fails closed."""
+        return self.kind not in ("task", "opaque")
 
     def run(self, led: SqlLedger, exclude_run: str | None) -> Totals:
         if self.fixed is not None:

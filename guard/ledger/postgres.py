@@ -363,7 +363,8 @@ class PostgresLedger(SqlLedger):
 
     def offline_totals(self, query: Query, exclude_run: str | None = None) -> Totals:
         return offline_spend(self.offline_policy, self.last_known(query, exclude_run),
-                             query.run(self.spool, exclude_run), safe_url(self.url), query.shared)
+                             query.run(self.spool, exclude_run), safe_url(self.url), query.shared,
+                             f" ({query.kind} {query.args[0]})")
 
     def remember_totals(self, query: Query, exclude_run: str | None, value: Totals) -> None:
         """Inside a routed query: keep `value` (the figure without `exclude_run`) for offline use."""
