@@ -241,10 +241,10 @@ def budget_group() -> None:
     """Developer, team and budget-line ceilings."""
 
 
-def _scope(developer: str | None, team: str | None, line: str | None) -> str:
-    given = [(k, v) for k, v in (("developer", developer), ("team", team), ("line", line)) if v]
+def _scope(developer: str | None, team: str | None, line: str | None, task: str | None = None) -> str:
+    given = [(k, v) for k, v in (("developer", developer), ("team", team), ("line", line), ("task", task)) if v]
     if len(given) != 1:
-        raise ConfigError("name exactly one of --developer, --team, --line")
+        raise ConfigError("name exactly one of --developer, --team, --line" + (", --task" if task is not None else ""))
     return f"{given[0][0]}:{given[0][1]}"
 
 
@@ -252,6 +252,7 @@ def _scope(developer: str | None, team: str | None, line: str | None) -> str:
 @click.option("--developer", default=None)
 @click.option("--team", default=None)
 @click.option("--line", default=None)
+@click.option("--task", default=None, help="room above the team policy's max_usd for this task's runs")
 @click.option("--usd", required=True, help="amount added to the ceiling (e.g. 100 or $100)")
 @click.option("--reason", required=True)
 @click.option("--period", type=click.Choice(PERIODS), default=None,
@@ -259,14 +260,16 @@ def _scope(developer: str | None, team: str | None, line: str | None) -> str:
 @click.option("--by", "granted_by", default=None, help="who grants (default: your identity)")
 @_common
 @click.pass_context
-def budget_grant(ctx: click.Context, developer: str | None, team: str | None, line: str | None, usd: str,
-                 reason: str, period: str | None, granted_by: str | None) -> None:
-    """Raise a ceiling for the current period, recorded with who and why."""
+def budget_grant(ctx: click.Context, developer: str | None, team: str | None, line: str | None,
+                 task: str | None, usd: str, reason: str, period: str | None, granted_by: str | None) -> None:
+    """Raise a ceiling for the current period (or a task's policy maximum), recorded with who and why."""
     from guard.units import parse_usd
 
     tc = _context(ctx)
     refuse_inside_run("guard budget grant", tc.ledger())
-    scope = _scope(developer, team, line)
+    scope = _scope(developer, team, line, task or "")
+    if task and period:
+        raise ConfigError("--period: a task's grant has no period")
     amount = parse_usd(usd, "--usd")
     who = granted_by or budgets.resolve_developer(tc.config)[0]
     budgets.grant(tc.ledger(), scope, amount, who, reason, period)

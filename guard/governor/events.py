@@ -41,6 +41,11 @@ class Budget:
     soft: tuple[float, ...] = (0.75,)
     reset_words: str = ""   # "resets in 5h (Tue 00:00 UTC)"
 
+    @property
+    def until(self) -> float:
+        """The ledger's name for the period's end (guard.ledger.reservations reserves against it)."""
+        return self.resets_at
+
 
 @dataclass(frozen=True)
 class Budgets:

@@ -37,3 +37,16 @@ def test_a_stricter_flag_keeps_its_own_source(home: Path, tag: str) -> None:
     assert out.returncode == 0, out.stderr
     run = last_run(home, env)
     assert run["limits"] == {"usd": 0.5} and run["limit_sources"] == {"usd": "--max-usd"}
+
+
+def test_going_above_the_policy_takes_a_recorded_task_grant(home: Path, tag: str) -> None:
+    policy = home / "team.yaml"
+    policy.write_text("max_usd: 0.05\n")
+    env = guard_env(home, GUARD_POLICY=str(policy))
+    grant = run_guard(home, "budget", "grant", "--task", "big", "--usd", "1", "--reason", "approved", env=env)
+    assert grant.returncode == 0, grant.stderr
+    out = run_guard(home, "--task", "big", "--max-usd", "0.5", "run", "--", sys.executable, SPENDER,
+                    "--lines", "1", "--tag", tag, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
+    run = last_run(home, env)
+    assert run["limits"] == {"usd": 0.5} and run["limit_sources"] == {"usd": "--max-usd"}
