@@ -1,6 +1,7 @@
 """Command line: parse, call, map errors to exit codes. No logic of its own."""
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from guard import __version__
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, UsageError
 from guard.options import VALUE_OPTIONS, flag_values, limit_options
+from guard.supervisor.ancestry import refuse_inside_run
 
 if TYPE_CHECKING:
     from guard.config import Settings
@@ -52,20 +54,29 @@ class State:
     @property
     def ledger(self) -> Ledger:
         if self._ledger is None:
-            from guard.ledger import open_ledger
+            ledger = self.unchecked_ledger()
+            from guard.ledger import marker
 
-            self._ledger = open_ledger(self.settings.ledger, self.envr.home)
-            mark_crashed(self._ledger)
+            marker.check(ledger, self.envr.home)   # a ledger that lost its history: exit 125
+            atexit.register(marker.record, ledger, self.envr.home)
+            mark_crashed(ledger)
+            self._ledger = ledger
         return self._ledger
+
+    def unchecked_ledger(self) -> Ledger:
+        from guard.ledger import open_ledger
+
+        return open_ledger(self.settings.ledger, self.envr.home, self.settings.offline)
 
     @property
     def reading_ledger(self) -> Ledger:
         """For commands that only read: a ledger that does not exist yet is read as empty,
         and is not created."""
         if self._ledger is None:
-            from guard.ledger import open_ledger_for_reading
+            from guard.ledger import marker, open_ledger_for_reading
 
             self._ledger = open_ledger_for_reading(self.settings.ledger, self.envr.home)
+            marker.check(self._ledger, self.envr.home)
             mark_crashed(self._ledger)
         return self._ledger
 
@@ -186,7 +197,18 @@ def _tool_command(tool: str) -> click.Command:
 
         run = supervisor(state.envr, state.settings, state.ledger, load_adapter(tool), tool, state.tool_args,
                          _wrapper_dirs(state))
-        raise SystemExit(run.execute())
+        from guard import config_drift
+
+        configs = config_drift.config_paths(state.envr.env, state.envr.cwd)
+        at_start = config_drift.fingerprint(configs)
+        note = config_drift.start_note(state.envr.home, at_start)
+        if note:
+            click.echo(f"guard: warning: {note}", err=True)
+        try:
+            code = run.execute()
+        finally:
+            config_drift.record_run_end(state.envr.home, run.run_id, at_start, config_drift.fingerprint(configs))
+        raise SystemExit(code)
 
     return command
 
@@ -331,7 +353,7 @@ def _runs_table(records: list[RunRecord]) -> None:
 @pass_state
 def show(state: State, run_id: str, fmt: str | None) -> None:
     """Everything about one run: usage, halt, notices, approvals."""
-    from guard.units import describe_approval, format_tokens, format_usd, plural
+    from guard.units import describe_approval, format_amount, format_tokens, format_usd, plural
 
     ledger = state.reading_ledger
     run = ledger.get_run(run_id)
@@ -349,8 +371,11 @@ def show(state: State, run_id: str, fmt: str | None) -> None:
         click.echo(to_csv([run.as_json()], RUN_CSV_COLUMNS), nl=False)
         return
     for key in ("id", "tool", "task", "developer", "status", "exit_code", "started_at", "ended_at",
-                "accuracy"):
+                "accuracy", "held_by"):
         click.echo(f"{key:>12}: {data[key]}")
+    for kind, limit in run.limits.items():
+        where = run.limit_sources.get(kind, "")
+        click.echo(f"{'limit':>12}: {kind} {format_amount(kind, limit)}" + (f" (from {where})" if where else ""))
     u = run.usage
     click.echo(f"{'usage':>12}: {format_usd(u.cost_usd)}  in {format_tokens(u.input_tokens)}  "
                f"out {format_tokens(u.output_tokens)}  cache write {format_tokens(u.cache_write_tokens)}  "
@@ -375,6 +400,28 @@ def status(state: State, fmt: str | None) -> None:
         click.echo("nothing running")
     else:
         _runs_table(records)
+    unsynced = getattr(state.reading_ledger, "unsynced_events", None)
+    if unsynced is not None:
+        click.echo(f"ledger {state.reading_ledger.describe()}: {unsynced()} events not yet synced")
+
+
+@cli.group()
+def ledger() -> None:
+    """The ledger itself."""
+
+
+@ledger.command("accept-reset")
+@pass_state
+def accept_reset(state: State) -> None:
+    """Accept the ledger as it is now, after it was emptied, replaced or lost rows."""
+    from guard.ledger import marker
+
+    led = state.unchecked_ledger()
+    before = marker.accept(led, state.envr.home)
+    seen = marker.observe(led)
+    was = f" (was {before.runs} runs, {before.events} events)" if before else ""
+    click.echo(f"guard: accepted ledger {led.describe()}: {seen.runs if seen else 0} runs, "
+               f"{seen.events if seen else 0} events{was}")
 
 
 @cli.command()
@@ -412,6 +459,7 @@ def resume(state: State, run_id: str, raise_usd: str | None, raise_tokens: str |
         raises["steps"] = parse_count(raise_steps, "--raise-steps")
     if raise_time is not None:
         raises["time"] = parse_duration(raise_time, "--raise-time")
+    refuse_inside_run("guard resume", state.ledger)
     run = state.ledger.get_run(run_id)
     who = _who(state)
     if run.status in ("running", "paused"):

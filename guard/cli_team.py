@@ -22,10 +22,11 @@ import yaml
 
 from guard import budgets
 from guard.errors import ConfigError, GuardError
-from guard.ledger import open_ledger
+from guard.ledger import marker, open_ledger
 from guard.ledger.periods import PERIODS, format_reset, period_label
 from guard.ledger.sql import SqlLedger
 from guard.policy import EffectivePolicy, effective_policy, load_policy
+from guard.supervisor.ancestry import refuse_inside_run
 from guard.units import format_usd
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +54,7 @@ class TeamContext:
 
             url = self.ledger_url or self.effective().get("ledger")
             self._ledger = (open_ledger_for_reading if read_only else open_ledger)(url, self.home)
+            marker.check(self._ledger, self.home)
         return self._ledger
 
 
@@ -278,6 +280,7 @@ def budget_grant(ctx: click.Context, developer: str | None, team: str | None, li
     from guard.units import parse_usd
 
     tc = _context(ctx)
+    refuse_inside_run("guard budget grant", tc.ledger())
     scope = _scope(developer, team, line, task or "")
     if task and period:
         raise ConfigError("--period: a task's grant has no period")

@@ -9,8 +9,9 @@ from guard.ledger.sql import SqlLedger
 Ledger = SqlLedger
 
 
-def open_ledger(url: str | None, home: Path) -> SqlLedger:
-    """`None` or `sqlite:` -> GUARD_HOME/ledger.db; `sqlite:///path`; `postgresql://...`."""
+def open_ledger(url: str | None, home: Path, offline: str | None = None) -> SqlLedger:
+    """`None` or `sqlite:` -> GUARD_HOME/ledger.db; `sqlite:///path`; `postgresql://...`
+    (`offline`: what shared ceilings count while it is unreachable, guard.ledger.offline)."""
     path = sqlite_path(url, home)
     if path is not None:
         from guard.ledger.sqlite import SqliteLedger
@@ -20,7 +21,7 @@ def open_ledger(url: str | None, home: Path) -> SqlLedger:
     if url.startswith(("postgresql://", "postgres://")):
         from guard.ledger.postgres import PostgresLedger  # type: ignore[import-not-found]
 
-        return PostgresLedger(url, home)  # type: ignore[no-any-return]
+        return PostgresLedger(url, home, offline=offline)  # type: ignore[no-any-return]
     raise ConfigError(f"ledger: {url!r} is not sqlite:PATH or postgresql://...")
 
 

@@ -52,6 +52,7 @@ class RunRecord:
     halt: Halt | None = None
     usage: Totals = field(default_factory=Totals)
     repo: str | None = None
+    held_by: str | None = None      # how the process tree was held (subreaper+sentinel, ...)
     branch: str | None = None
     commit_before: str | None = None
     commit_after: str | None = None
@@ -77,6 +78,7 @@ class RunRecord:
             "skipped_records": self.skipped_records,
             "usage": self.usage.as_dict(),
             "halt": self.halt.as_dict() if self.halt else None,
+            "held_by": self.held_by,
             "repo": self.repo,
             "branch": self.branch,
             "commit_before": self.commit_before,

@@ -16,7 +16,6 @@ instead); a team's spend includes everything its members ran, lines included.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -63,18 +62,15 @@ def scope_totals_direct(led: SqlLedger, scope: str, since: float, until: float,
     return _totals(rows[0])
 
 
-def _cache_key(scope: str, since: float, until: float, exclude_run: str | None) -> str:
-    return json.dumps(["scope", scope, since, until, exclude_run])
-
-
 def scope_totals(ledger: SqlLedger, scope: str, since: float, until: float,
                  exclude_run: str | None = None) -> Totals:
     """Spend charged to `scope` by events in [since, until). On a PostgreSQL ledger that is
     offline, the last-known figure plus this machine's spool (see guard.ledger.postgres)."""
     cached = getattr(ledger, "cached_totals", None)
     if cached is not None:
-        return cached(_cache_key(scope, since, until, exclude_run),  # type: ignore[no-any-return]
-                      lambda led: scope_totals_direct(led, scope, since, until, exclude_run))
+        from guard.ledger.offline import Query
+
+        return cached(Query("scope", (scope, since, until)), exclude_run)  # type: ignore[no-any-return]
     return scope_totals_direct(ledger, scope, since, until, exclude_run)
 
 
@@ -121,14 +117,15 @@ def reserve(ledger: SqlLedger, limits: Sequence[ScopeLimit], usd: float, run_id:
     now = time.time() if now is None else now
 
     def attempt(led: SqlLedger) -> str:
+        from guard.ledger.offline import Query
+
         if led is ledger or not hasattr(ledger, "cached_totals"):
             return _reserve(led, limits, usd, run_id, ttl, now, committed=None)
         # offline PostgreSQL: `led` is the local spool; the shared figure is the last-known one
         # plus what this machine spooled since, so it is bound as a value
         def known(lim: ScopeLimit) -> float:
-            return float(ledger._offline_totals(  # type: ignore[attr-defined]
-                _cache_key(lim.scope, lim.since, lim.until, None),
-                lambda spool: scope_totals_direct(spool, lim.scope, lim.since, lim.until)).cost_usd)
+            return float(ledger.offline_totals(  # type: ignore[attr-defined]
+                Query("scope", (lim.scope, lim.since, lim.until))).cost_usd)
         return _reserve(led, limits, usd, run_id, ttl, now, committed=known)
 
     return _routed(ledger, attempt)  # type: ignore[no-any-return]

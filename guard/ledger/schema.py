@@ -174,6 +174,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "ALTER TABLE runs ADD COLUMN commit_after TEXT",
         "CREATE INDEX runs_branch ON runs(repo, branch)",
     ]),
+    # 6: the ledger's own identity (a GUARD_HOME marker outside the ledger names it, so a replaced or
+    # emptied ledger is noticed), and how a run's process tree was held (cgroup, subreaper, pgroup).
+    (6, [
+        """CREATE TABLE ledger_meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+        "ALTER TABLE runs ADD COLUMN held_by TEXT",
+    ]),
     # 8: the run plan: where each of a run's effective limits came from (flag, config, policy)
     (8, [
         "ALTER TABLE runs ADD COLUMN limit_sources TEXT NOT NULL DEFAULT '{{}}'",

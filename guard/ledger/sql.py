@@ -18,7 +18,7 @@ from guard.usage import Totals, UsageEvent
 _RUN_COLUMNS = (
     "id, tool, task, developer, team, machine, line, status, exit_code, started_at, ended_at, cwd, "
     "argv, limits, accuracy, guard_pid, agent_pid, skipped_records, halt_ceiling, halt_limit, "
-    "halt_used, halt_action, halt_message, limit_sources, repo, branch, commit_before, commit_after"
+    "halt_used, halt_action, halt_message, limit_sources, repo, branch, commit_before, commit_after, held_by"
 )
 _RUN_COLUMN_COUNT = len(_RUN_COLUMNS.split(","))
 _USAGE_SUMS = (
@@ -145,7 +145,7 @@ class SqlLedger(ABC):
             r.guard_pid, r.agent_pid, r.skipped_records,
             h.ceiling if h else None, h.limit if h else None, h.used if h else None,
             h.action if h else None, h.message if h else None, json.dumps(r.limit_sources),
-            r.repo, r.branch, r.commit_before, r.commit_after,
+            r.repo, r.branch, r.commit_before, r.commit_after, r.held_by,
         )
 
     def update_run(self, run_id: str, **fields: Any) -> None:
@@ -218,7 +218,7 @@ class SqlLedger(ABC):
             cwd=row[11], argv=json.loads(row[12]), limits=json.loads(row[13]), accuracy=row[14],
             guard_pid=row[15], agent_pid=row[16], skipped_records=row[17], halt=halt,
             limit_sources=json.loads(row[23] or "{}"),
-            repo=row[24], branch=row[25], commit_before=row[26], commit_after=row[27],
+            repo=row[24], branch=row[25], commit_before=row[26], commit_after=row[27], held_by=row[28],
         )
 
     # -- usage ------------------------------------------------------------------------------

@@ -30,3 +30,10 @@ def become_subreaper() -> bool:
 def die_with_parent(sig: int = signal.SIGKILL) -> bool:
     """Called in the child before exec: if guard dies, the kernel sends `sig` to the agent."""
     return _prctl(PR_SET_PDEATHSIG, int(sig))
+
+
+def held_by(subreaper: bool) -> str:
+    """How a run's tree was held, for `guard show` (RunRecord.held_by, ledger column runs.held_by):
+    no cgroup v2 can be had here (v1 only, no systemd), so it is guard as subreaper plus the
+    sentinel's memory of guard's descendants, or the process group and GUARD_RUN_ID alone."""
+    return "subreaper+sentinel" if subreaper else "process-group+sentinel"

@@ -27,8 +27,9 @@ def reap_orphans(keep: set[int]) -> None:
         pass
 
 
-def sweep(tree: ProcessTree | None, reap: Callable[[], None]) -> None:
-    """Nothing the agent started may go on spending after guard is gone."""
+def sweep(tree: ProcessTree | None, reap: Callable[[], None], during: Callable[[], None] = lambda: None) -> None:
+    """Nothing the agent started may go on spending after guard is gone; `during` reads what it
+    spends while it goes."""
     if tree is None or not tree.members():
         return
     tree.signal(signal.SIGCONT)
@@ -38,6 +39,7 @@ def sweep(tree: ProcessTree | None, reap: Callable[[], None]) -> None:
         while time.monotonic() < deadline and tree.members():
             time.sleep(0.02)
             reap()
+            during()
         if not tree.members():
             return
 

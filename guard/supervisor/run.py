@@ -31,7 +31,8 @@ from guard.governor.events import (
     Spent,
     Tick,
 )
-from guard.ledger import Ledger, reservations
+from guard.ledger import Ledger, marker, reservations
+from guard.ledger.offline import LedgerOffline
 from guard.ledger.records import RunRecord
 from guard.meter import Meter
 from guard.plan import RunPlan
@@ -144,9 +145,10 @@ class Supervisor:
     # -- the loop -------------------------------------------------------------------------------
 
     def _supervise(self, argv: list[str], env: dict[str, str]) -> int:
+        from guard.supervisor import linux
         from guard.supervisor.linux import become_subreaper
 
-        become_subreaper()
+        held_by = linux.held_by(become_subreaper())
         size = self.console.take_terminal() if self.envr.interactive else None
         with SignalPipe((signal.SIGCHLD, signal.SIGWINCH, signal.SIGUSR1, *PASSED_ON)) as sigs:
             self.adapter.start(self.sink)   # watchers first: the agent's first lines are not missed
@@ -157,7 +159,7 @@ class Supervisor:
                 tree = ProcessTree(self.child.pid, exclude=lambda: {self.sentinel.pid}, run_id=self.run_id)
                 self.fx.tree = self.console.tree = tree
                 self.console.master_fd = self.child.master_fd
-                self.ledger.update_run(self.run_id, agent_pid=self.child.pid)
+                self.ledger.update_run(self.run_id, agent_pid=self.child.pid, held_by=held_by)
                 if self.console.terminal is not None:
                     self.console.terminal.raw()
                 self._loop(sigs)
@@ -188,6 +190,8 @@ class Supervisor:
                 self.exit_code = code if code >= 0 else 128 - code
                 break
         self.console.finish_pump()
+        # what is left of the tree goes first; whatever it still spends meanwhile is read
+        reaper.sweep(self.fx.tree, self._reap, during=self._drain_polled)
         try:
             self.adapter.close()
         except Exception as e:  # noqa: BLE001 - the agent is gone; say what may be missing
@@ -195,7 +199,13 @@ class Supervisor:
                                               f"({type(e).__name__}: {e}); this run's usage may be incomplete")
         self._drain()
         self._feed(Exited(self.exit_code or 0))
-        reaper.sweep(self.fx.tree, self._reap)
+
+    def _drain_polled(self) -> None:
+        try:
+            self.adapter.poll()
+        except Exception:  # noqa: BLE001 - the agent is gone: close() reads the rest, or says so
+            pass
+        self._drain()
 
     def _timeout(self) -> float:
         deadline = self.state.next_deadline(time.time())
@@ -220,7 +230,12 @@ class Supervisor:
 
     def _refresh_budgets(self) -> None:
         self._due["budgets"] = time.monotonic() + BUDGET_INTERVAL
-        self._feed(Budgets(ledger_view.read(self.ledger, self.identity, self.policy, self.run_id)))
+        try:
+            budgets = ledger_view.read(self.ledger, self.identity, self.policy, self.run_id)
+        except LedgerOffline as e:   # the offline policy says shared spend cannot be known
+            self._feed(AdapterHalt("ledger_offline", str(e)))
+            return
+        self._feed(Budgets(budgets))
 
     def _drain(self) -> None:
         """Everything the adapters and the proxy reported: recorded, then decided on."""
@@ -289,6 +304,10 @@ class Supervisor:
             reaper.dismiss_sentinel(self.sentinel)
         if self.state.budgets:
             reservations.release_run(self.ledger, self.run_id)
+        lost = marker.run_intact(self.ledger, self.run_id, self.meter.totals.calls)
+        if lost:   # the agent deleted its own rows: say it, and keep the figures guard saw
+            self.ledger.add_notice(self.run_id, "ledger-tampered", lost)
+            self.fx.show(lost)
         halted = self.state.halted
         self.ledger.update_run(self.run_id, status="halted" if halted else "completed", exit_code=self.exit_code,
                                ended_at=time.time(), skipped_records=self.adapter.skipped_records(),

@@ -79,7 +79,7 @@ SENTINEL_MAIN = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
 def start_sentinel(pgid: int, run_id: str) -> subprocess.Popen:  # type: ignore[type-arg]
     """See guard.supervisor.sentinel: kills the agent's tree if guard dies."""
     return subprocess.Popen(
-        [sys.executable, "-S", "-c", SENTINEL_MAIN, str(PACKAGE_ROOT), str(pgid), run_id],
+        [sys.executable, "-S", "-c", SENTINEL_MAIN, str(PACKAGE_ROOT), str(pgid), run_id, str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True, close_fds=True,
     )

@@ -2,6 +2,7 @@
 
     spender.py [--lines N] [--rate PER_SEC] [--input N] [--output N] [--model M] [--cost C]
                [--ignore-signals] [--setsid-grandchild] [--ids] [--exit CODE] [--garbage]
+               [--escape]   (a setsid double-forked grandchild that re-execs without GUARD_RUN_ID)
 """
 from __future__ import annotations
 
@@ -39,6 +40,16 @@ def spend(args, tag: str) -> None:
                 time.sleep(interval)
 
 
+def escape(args: argparse.Namespace) -> None:
+    if os.fork() == 0:
+        os.setsid()
+        if os.fork() == 0:
+            env = {k: v for k, v in os.environ.items() if k != "GUARD_RUN_ID"}
+            os.execve(sys.executable, [sys.executable, __file__, "--lines", "-1", "--rate", str(args.rate or 5),
+                                       "--ids", "--tag", f"{args.tag}-escapee"], env)
+        os._exit(0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--lines", type=int, default=3)
@@ -54,7 +65,10 @@ def main() -> None:
     p.add_argument("--garbage", action="store_true")
     p.add_argument("--sleep", type=float, default=0)
     p.add_argument("--tag", default="", help="a word tests find this process by")
+    p.add_argument("--escape", action="store_true")
     args = p.parse_args()
+    if args.escape:
+        escape(args)
     if args.ignore_signals:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)

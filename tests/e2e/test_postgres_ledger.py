@@ -18,6 +18,7 @@ import pytest
 from guard import budgets
 from guard.errors import LedgerError, Refused
 from guard.ledger import open_ledger
+from guard.ledger.offline import Query
 from guard.ledger.postgres import PostgresLedger, convert_placeholders
 from guard.ledger.records import Approval, Halt, RunRecord
 from guard.ledger.reservations import release, reserve, scope_totals
@@ -277,6 +278,31 @@ def test_events_spooled_while_offline_and_synced_once(pg_url: str, relay: Relay,
     led.close()
 
 
+def test_new_run_during_an_outage_finds_the_figure_an_earlier_run_read(
+        pg_url: str, relay: Relay, tmp_path: Path) -> None:
+    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=0.2)
+    now = time.time()
+    day = (now - 3600, now + 3600)
+    led.create_run(run("r1"))
+    led.upsert_event("r1", ev("k1"), 1.0, True)
+    other = open_ledger(pg_url, tmp_path / "elsewhere")          # another machine spent 2.0
+    other.create_run(run("o1"))
+    other.upsert_event("o1", ev("k1"), 2.0, True)
+    other.close()
+    # r1 reads the developer's day without its own part, as the run loop does
+    assert led.spend(*day, developer="alice", exclude_run="r1").cost_usd == 2.0
+    led.upsert_event("r1", ev("k2"), 0.5, True)                 # sent: now part of the shared 3.5
+    relay.cut()
+    led.upsert_event("r1", ev("k3"), 0.25, True)                # spooled
+    assert not led.online
+    # a new run on this machine: the last figure (1.0 + 2.0 + 0.5 sent since) + the spool (0.25)
+    assert led.spend(*day, developer="alice", exclude_run="r2").cost_usd == pytest.approx(3.75)
+    # r1 itself still sees everything but its own part
+    assert led.spend(*day, developer="alice", exclude_run="r1").cost_usd == pytest.approx(2.0)
+    assert led.last_known(Query("spend", (*day, "alice", None, None)), "r2") is not None
+    led.close()
+
+
 def test_starts_offline_and_syncs_a_whole_run_later(pg_url: str, relay: Relay, tmp_path: Path) -> None:
     relay.cut()
     led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=0.2, offline="open")
@@ -295,10 +321,10 @@ def test_starts_offline_and_syncs_a_whole_run_later(pg_url: str, relay: Relay, t
     led.close()
 
 
-def test_closed_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:
+def test_refuse_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp_path: Path) -> None:
     relay.cut()
-    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=60, offline="closed")
-    with pytest.raises(LedgerError, match="closed"):
+    led = PostgresLedger(relayed(pg_url, relay), tmp_path, retry_seconds=60, offline="refuse")
+    with pytest.raises(LedgerError, match="policy is refuse"):
         scope_totals(led, "developer:alice", 0.0, 4e9)
     led.close()
 
@@ -306,3 +332,41 @@ def test_closed_policy_refuses_everything_offline(pg_url: str, relay: Relay, tmp
 def test_bad_url_is_a_ledger_error(tmp_path: Path) -> None:
     with pytest.raises(LedgerError):
         PostgresLedger("postgresql://x@127.0.0.1:5432/test?bogus_option=1", tmp_path)
+
+
+# -- history and versions ----------------------------------------------------------------------------
+
+
+def test_a_schema_that_lost_rows_is_refused(pg_url: str, tmp_path: Path) -> None:
+    from guard.ledger import marker
+
+    led = PostgresLedger(pg_url, tmp_path)
+    led.create_run(run("r1"))
+    led.upsert_event("r1", ev("k1"), 1.0, True)
+    marker.check(led, tmp_path)
+    marker.record(led, tmp_path)
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute("DELETE FROM events WHERE run_id = 'r1'")
+    with pytest.raises(marker.LedgerTampered, match="lost rows .*accept-reset"):
+        marker.check(led, tmp_path)
+    marker.accept(led, tmp_path)
+    marker.check(led, tmp_path)
+    led.close()
+
+
+def test_an_older_guard_keeps_working_on_a_newer_schema(pg_url: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import guard.ledger.sql as sql
+
+    PostgresLedger(pg_url, tmp_path / "new").close()          # migrated by this guard
+    older = [v for v in sql.VERSIONS if v != 6]   # ours: nothing the current code writes needs it
+    monkeypatch.setattr(sql, "VERSIONS", older)                # a guard that predates the latest one
+    led = PostgresLedger(pg_url, tmp_path / "old")
+    led.create_run(run("r-old"))
+    led.upsert_event("r-old", ev("k1"), 1.5, True)
+    led.update_run("r-old", status="completed", ended_at=time.time(), exit_code=0)
+    assert led.get_run("r-old").usage.cost_usd == 1.5
+    with psycopg.connect(pg_url) as c:
+        applied = {r[0] for r in c.execute("SELECT version FROM schema_version").fetchall()}
+    assert 6 in applied and len(applied) == len(set(applied))   # nothing applied twice or undone
+    led.close()
