@@ -26,9 +26,6 @@ from guard.governor.events import (
     Budgets,
     Event,
     Exited,
-    PriceUnknown,
-    Settled,
-    Spent,
     Tick,
 )
 from guard.ledger import Ledger, marker, reservations
@@ -38,7 +35,7 @@ from guard.meter import Meter
 from guard.plan import RunPlan
 from guard.pricing import Pricer
 from guard.sink import Sink
-from guard.supervisor import launch_env, ledger_view, reaper
+from guard.supervisor import launch_env, ledger_view, mail, reaper
 from guard.supervisor.console import Console
 from guard.supervisor.core_link import CoreLink
 from guard.supervisor.desk import RequestDesk
@@ -46,7 +43,6 @@ from guard.supervisor.effects import Effects
 from guard.supervisor.signals import SignalPipe
 from guard.supervisor.spawn import Child, spawn, start_sentinel
 from guard.supervisor.tree import ProcessTree
-from guard.usage import Totals
 
 POLL_INTERVAL = 1.0        # safety-net read of the cost signals when no watcher woke us
 CONTROL_INTERVAL = 0.5     # how often `guard stop/resume` rows are looked for without a signal
@@ -239,30 +235,11 @@ class Supervisor:
 
     def _drain(self) -> None:
         """Everything the adapters and the proxy reported: recorded, then decided on."""
-        mail = self.sink.take()
-        if mail.events:
-            if self.state.budgets:
-                self._refresh_budgets()   # others' spend, read where the decision needs it
-            recorded = self.meter.record_batch(mail.events)
-            for r in recorded:
-                if not r.price.known:
-                    self._feed(PriceUnknown(r.event.model, r.price.basis))
-            self._feed(Spent(Totals().plus(self.meter.totals), sum(r.new for r in recorded),
-                             any(r.event.estimated for r in recorded) or mail.accuracy == "estimated"))
-        elif mail.accuracy == "estimated":
-            self._feed(Spent(Totals().plus(self.meter.totals), 0, True))
-        for rid, shared in mail.settles:   # after the events: a hold is released only once recorded
-            if shared is not None:
-                reservations.release(self.ledger, shared)
-            self._feed(Settled(rid))
-        for key, message in mail.notices:
-            if self.ledger.add_notice(self.run_id, key, message):
-                self.fx.show(message)
-        for key, message in mail.notes:
-            self.ledger.add_notice(self.run_id, key, message)
-        for ceiling, message in mail.halts:
-            self._feed(AdapterHalt(ceiling, message))
-        self._carry_out()
+        got = self.sink.take()
+        if got.events and self.state.budgets:
+            self._refresh_budgets()   # others' spend, read where the decision needs it
+        for event in mail.record(got, self.meter, self.ledger, self.run_id, self.fx.show):
+            self._feed(event)
 
     def _controls(self) -> None:
         for event in ledger_view.controls(self.ledger, self.run_id):

@@ -33,6 +33,12 @@ RATES = {"input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
 RESPONSE = Usage(input_tokens=100_000, output_tokens=500, cached_tokens=4_000, cache_write_tokens=1_000,
                  reasoning_tokens=200)
 MODES = ["native", "proxy", "auto"]
+
+
+def billed_as_sent(req: Any) -> Usage:
+    """A bill a real tokenizer could give: the request's input at 4 bytes a token (the proxy's
+    estimate may not under-count that), and a long answer."""
+    return Usage(input_tokens=len(json.dumps(req.body)) // 4, output_tokens=20_000, reasoning_tokens=200)
 SANDBOX = "[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n"
 TOKEN_KINDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 
@@ -116,8 +122,8 @@ def run_processes(run_id: str) -> list[int]:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("ceiling,option,script", [
-    ("usd", ["--max-usd", "0.15"], forever(run("sleep 0.5", usage=RESPONSE))),
-    ("tokens", ["--max-tokens", "150k"], forever(run("sleep 0.5", usage=RESPONSE))),
+    ("usd", ["--max-usd", "0.15"], forever(run("sleep 0.5"))),
+    ("tokens", ["--max-tokens", "150k"], forever(run("sleep 0.5"))),
     ("steps", ["--max-steps", "2"], forever(run("sleep 0.5", usage=RESPONSE))),
     # the clock runs out while a long tool runs: no response is in flight when it does
     ("time", ["--max-time", "5s"], forever(run("sleep 60", usage=RESPONSE))),
@@ -127,7 +133,7 @@ def test_runaway_halted_at_each_ceiling(world: World, mode: str, ceiling: str, o
     """A Codex that never stops calling tools: guard halts it at the ceiling, exits 124, leaves no
     process behind, and the ledger is the bill. The fake refuses WebSockets with 426, as guard's
     proxy does, so native runs do not spend 6 s on WebSocket retries (the 404 case is tested below)."""
-    with FakeResponses(script, ws_status=426) as fake:
+    with FakeResponses(script, ws_status=426, usage=billed_as_sent) as fake:
         world.configure(f'openai_base_url = "{fake.url}"\n')
         proc = world.guard("--meter", mode, *option)
         run_record = last_run(world.guard_home, world.env())

@@ -70,7 +70,8 @@ def test_claude_code_stops_at_the_first_refusal(tmp_path: Path) -> None:
         finally:
             proxy.stop()
     assert out.returncode != 0
-    assert "task ceiling reached" in out.stdout + out.stderr
+    # the refusal says what is true: the ceiling, what was spent, what the next request needs
+    assert "$0.0010 task ceiling: $0.00 spent, the next request needs at least" in out.stdout + out.stderr
     assert fake.requests == [] and gate.refused == 1        # 402 is final: no retry
 
 
@@ -126,6 +127,6 @@ def test_aider_makes_one_attempt_when_refused(tmp_path: Path) -> None:
                                  capture_output=True, text=True, timeout=180)
         finally:
             proxy.stop()
-    assert "task ceiling reached" in out.stdout + out.stderr
+    assert "$0.0010 task ceiling: $0.00 spent, the next request needs at least" in out.stdout + out.stderr
     assert "Retrying" not in out.stdout + out.stderr
     assert fake.requests == [] and gate.refused == 1
