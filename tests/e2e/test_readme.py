@@ -30,13 +30,6 @@ README = REPO / "README.md"
 COMMAND_TIMEOUT = 240
 PROMPT = "Say hello.\n"
 
-# Commands the README states rightly but that fail until another issue lands. Each is still run;
-# a failure is printed as pending instead of failing the suite. Delete the entry when it passes.
-PENDING = {
-    'claude -p "': "issue 9: the proxy reserves Claude Code's 32k-token worst case ($2.64 on Sonnet) "
-                   "against a smaller USD ceiling and refuses the first request",
-}
-
 MY_AGENT = """#!/usr/bin/env python3
 # the README's `./my-agent --repo .`: one model call, reported through the usage-file protocol
 import json, os, sys
@@ -100,7 +93,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(env, project)
 
 
-def run_block(block: Block, w: World, pending: list[str]) -> list[str]:
+def run_block(block: Block, w: World) -> list[str]:
     """Runs every command of the block; returns what went wrong, one line each."""
     failures: list[str] = []
     last_output = ""
@@ -114,13 +107,8 @@ def run_block(block: Block, w: World, pending: list[str]) -> list[str]:
         last_output = out.stdout + out.stderr
         if out.returncode != cmd.exit_code:
             tail = " | ".join(last_output.strip().splitlines()[-4:])
-            problem = (f"README.md:{cmd.line}: `{cmd.text}` exited {out.returncode}, "
-                       f"the README says {cmd.exit_code}: {tail}")
-            reason = next((why for pattern, why in PENDING.items() if pattern in cmd.text), None)
-            if reason:
-                pending.append(f"{problem} (pending, {reason})")
-            else:
-                failures.append(problem)
+            failures.append(f"README.md:{cmd.line}: `{cmd.text}` exited {out.returncode}, "
+                            f"the README says {cmd.exit_code}: {tail}")
     for line in block.expected_output:
         if line not in last_output:
             failures.append(f"README.md:{block.line}: the README shows {line!r}; the last command printed: "
@@ -133,13 +121,10 @@ def test_every_shell_block_of_the_readme_runs_as_shown(world: World, capsys: pyt
     runnable = [b for b in blocks if not b.exempt]
     assert runnable, "the README has no runnable shell block"
     failures: list[str] = []
-    pending: list[str] = []
     for block in runnable:
-        failures += run_block(block, world, pending)
+        failures += run_block(block, world)
     summary = (f"README.md: {len(runnable)} shell blocks ran ({sum(len(b.commands) for b in runnable)} "
                f"commands), {len(blocks) - len(runnable)} exempt (no-run)")
     with capsys.disabled():
         print(f"\n{summary}")
-        for line in pending:
-            print(line)
     assert not failures, summary + "\n" + "\n".join(failures)
