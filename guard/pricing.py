@@ -2,6 +2,8 @@
 for models nobody knows the price of."""
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import threading
 from dataclasses import dataclass
@@ -111,6 +113,11 @@ def guess_provider(model: str) -> str | None:
     return None
 
 
+# Sources where the agent states its cost itself (the usage-file protocol), as opposed to a tool
+# reporting what its provider billed: there a stated cost is a floor, never below the tokens' price.
+SELF_STATED_SOURCES = frozenset({"usage_file"})
+
+
 class Pricer:
     def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max") -> None:
         self.overrides = overrides or {}
@@ -120,6 +127,11 @@ class Pricer:
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
+            if ev.source in SELF_STATED_SOURCES and ev.tokens:
+                # an agent's own word on its cost may not be below what its tokens cost
+                tokens = self.price(dataclasses.replace(ev, cost_usd=None))
+                if tokens.known and tokens.usd > ev.cost_usd:
+                    return Price(tokens.usd, True, f"{tokens.basis} (above the stated cost)")
             return Price(ev.cost_usd, True, "stated")
         if ev.tokens == 0:
             return Price(0.0, True, "none")

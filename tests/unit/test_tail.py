@@ -137,4 +137,5 @@ def test_a_failing_callback_in_the_watcher_resurfaces_in_poll(tmp_path):
         with pytest.raises(ValueError, match="parser bug"):
             f.poll()
     finally:
-        f._observer.stop()
+        with pytest.raises(ValueError, match="parser bug"):
+            f.stop()
