@@ -9,6 +9,7 @@ keyed by its content and its ordinal among equal lines of that version of the fi
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,21 +20,36 @@ from guard.usage import Largest, Unreadable, from_anthropic_usage, parse_count, 
 
 class LineKeys:
     """Keys for records without an `id`: digest of the line plus its ordinal among equal lines
-    of one version (generation) of the file, so reading that version again yields the same
-    keys. Only id-less lines are remembered."""
+    of one version (generation) of the file, so reading that version again yields the same keys.
+    A rewritten file whose first record differs from the previous version's first record is
+    new content, not the old history again: its keys get a space of their own, so a record
+    equal to one counted before still counts (an agent that rewrites the file with only its
+    newest record). Only id-less lines are remembered."""
 
     def __init__(self) -> None:
-        self._generation: dict[Path, int] = {}
-        self._seen: dict[Path, dict[str, int]] = {}
+        self._files: dict[Path, _KeySpace] = {}
 
     def key(self, ref: LineRef) -> str:
-        if self._generation.get(ref.path) != ref.generation:
-            self._generation[ref.path] = ref.generation
-            self._seen[ref.path] = {}
-        seen = self._seen[ref.path]
-        n = seen.get(ref.digest, 0)
-        seen[ref.digest] = n + 1
-        return f"line:{ref.digest}:{n}"
+        ks = self._files.get(ref.path)
+        if ks is None:
+            ks = self._files[ref.path] = _KeySpace(ref.generation, ref.digest)
+        elif ks.generation != ref.generation:
+            ks.generation = ref.generation
+            ks.seen = {}
+            if ref.digest != ks.first:
+                ks.space += 1
+                ks.first = ref.digest
+        n = ks.seen.get(ref.digest, 0)
+        ks.seen[ref.digest] = n + 1
+        return f"line:{ks.space}:{ref.digest}:{n}"
+
+
+@dataclass
+class _KeySpace:
+    generation: int
+    first: str
+    space: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
 
 
 class CommandAdapter(FollowerAdapter):
