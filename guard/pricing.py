@@ -123,11 +123,12 @@ class Pricer:
         self.overrides = overrides or {}
         self.unknown = unknown
         self._priciest: dict[str | None, str] = {}
+        self._base_rates: dict[str, tuple[float, float, float, float]] = {}
         self._lock = threading.Lock()
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
-            if ev.source in SELF_STATED_SOURCES and ev.tokens:
+            if ev.source in SELF_STATED_SOURCES and ev.tokens and self._floor(ev) > ev.cost_usd:
                 # an agent's own word on its cost may not be below what its tokens cost
                 tokens = self.price(dataclasses.replace(ev, cost_usd=None))
                 if tokens.known and tokens.usd > ev.cost_usd:
@@ -145,6 +146,23 @@ class Pricer:
         priciest = self._priciest_model(guess_provider(model))
         usd = self._genai(ev, priciest, None) if priciest else None
         return Price(usd or 0.0, False, f"max:{priciest}")
+
+    def _floor(self, ev: UsageEvent) -> float:
+        """A cheap lower bound of the tokens' price: each kind at the model's base rate (tiers
+        only ever charge more). Rates are worked out once per model; 0 when it has none."""
+        model = ev.model or ""
+        with self._lock:
+            rates = self._base_rates.get(model)
+        if rates is None:
+            unit = 1_000_000
+            probes = [UsageEvent(key="rate", source="rate", model=model, **{kind: unit})
+                      for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")]
+            priced = [self.price(p) for p in probes]
+            rates = tuple(p.usd / unit if p.known else 0.0 for p in priced)
+            with self._lock:
+                self._base_rates[model] = rates
+        return (ev.input_tokens * rates[0] + ev.output_tokens * rates[1]
+                + ev.cache_write_tokens * rates[2] + ev.cache_read_tokens * rates[3])
 
     def warm(self) -> None:
         """Load the price data now (about a quarter second), not on the first usage line,
