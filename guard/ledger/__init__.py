@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guard.errors import ConfigError
+from guard.errors import ConfigError, LedgerError
 from guard.ledger.sql import SqlLedger
 
 Ledger = SqlLedger
@@ -11,6 +11,12 @@ Ledger = SqlLedger
 
 def open_ledger(url: str | None, home: Path) -> SqlLedger:
     """`None` or `sqlite:` -> GUARD_HOME/ledger.db; `sqlite:///path`; `postgresql://...`."""
+    from guard.home import prepare_home
+
+    try:
+        prepare_home(home)
+    except OSError as e:
+        raise LedgerError(f"GUARD_HOME {home}: {e.strerror}") from None
     if not url or url in ("sqlite", "sqlite:"):
         from guard.ledger.sqlite import SqliteLedger
 

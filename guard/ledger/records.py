@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from guard.ledger.scrub import scrub_argv
 from guard.usage import Totals
 
 
@@ -50,6 +51,10 @@ class RunRecord:
     skipped_records: int = 0
     halt: Halt | None = None
     usage: Totals = field(default_factory=Totals)
+
+    def __post_init__(self) -> None:
+        # the ledger never holds prompts or secrets from the command line, whoever writes it
+        self.argv = scrub_argv(self.argv, keep_command=self.tool == "run")
 
     def as_json(self) -> dict[str, Any]:
         return {

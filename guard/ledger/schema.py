@@ -127,6 +127,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # Version 3 rewrites no schema: it scrubs prompts and secrets out of runs.argv, which SQL
+    # alone cannot do (guard.ledger.sql DATA_MIGRATIONS holds its Python step).
+    (3, []),
 ]
 
 DIALECTS = {
