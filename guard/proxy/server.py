@@ -12,16 +12,21 @@ import base64
 import hmac
 import http.client
 import logging
+import os
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from guard.errors import UsageError
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate, BudgetRefused
@@ -648,6 +653,7 @@ class RunningProxy:
         self.port: int = int(port)
         self.url: str = f"http://127.0.0.1:{self.port}/{core.secret}"
         self._stopped = False
+        self._env_dir: str | None = None
 
     def client_env(self, tool: str) -> dict[str, str]:
         from guard.proxy.env import client_env
@@ -656,15 +662,34 @@ class RunningProxy:
 
     def client_args(self, tool: str, tool_args: list[str]) -> list[str]:
         """Extra arguments for the tool, when its environment alone cannot win. aider: a
-        --set-env on the command line makes configargparse ignore AIDER_SET_ENV, so ours must
-        be on the command line too."""
-        if tool != "aider" or not any(a == "--set-env" or a.startswith("--set-env=") for a in tool_args):
+        --set-env on the command line makes configargparse ignore AIDER_SET_ENV. The proxy URL
+        carries the secret, so it never goes on the command line (every local user can read
+        an argv): it goes into an env file of guard's own (0600), named by --env-file, which
+        aider loads after every other .env file."""
+        if tool != "aider" or not _args(tool_args, "--set-env"):
             return []
         env = self.client_env(tool)
-        out: list[str] = []
-        for k in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"):
-            out += ["--set-env", f"{k}={env[k]}"]
-        return out
+        ours = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL")
+        for setting in _args(tool_args, "--set-env"):
+            name = setting.split("=", 1)[0].strip()
+            if name in ours:
+                raise UsageError(f"aider: --set-env {name}=... would send aider around guard's metering "
+                                 "proxy; set it in the environment or a .env file instead (guard "
+                                 "forwards to it)")
+        lines = []
+        users = _args(tool_args, "--env-file")
+        if users:  # ours replaces the user's --env-file: carry what theirs says first
+            try:
+                lines.append(Path(users[-1]).expanduser().read_text(errors="replace"))
+            except OSError:
+                pass
+        lines += [f"{k}={env[k]}" for k in ours]
+        self._env_dir = self._env_dir or tempfile.mkdtemp(prefix="guard-proxy-")
+        path = Path(self._env_dir) / "proxy.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return ["--env-file", str(path)]
 
     def refuse_all(self, reason: str) -> None:
         """From now on every metered request is refused with `reason` (a halt)."""
@@ -676,6 +701,8 @@ class RunningProxy:
         if self._stopped:
             return
         self._stopped = True
+        if self._env_dir is not None:
+            shutil.rmtree(self._env_dir, ignore_errors=True)
         self._server.shutdown()
         self._server.server_close()
         if not self._core.wait_idle(timeout):
@@ -716,3 +743,9 @@ def _warm_pricer(pricer: Any) -> None:
 
 
 __all__ = ["BudgetRefused", "RunningProxy", "start_proxy"]
+
+
+def _args(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] if a == name else a[len(name) + 1:]
+            for i, a in enumerate(argv)
+            if (a == name and i + 1 < len(argv)) or a.startswith(name + "=")]
