@@ -18,6 +18,7 @@ import socket
 import ssl
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -282,6 +283,12 @@ class ProxyCore:
             return self._cond.wait_for(lambda: self._active == 0, timeout)
 
 
+MAX_BODY = 32 << 20        # a larger request body is refused with 413, unread
+HEADER_TIMEOUT = 10.0      # a new connection must send complete request headers within this
+IDLE_TIMEOUT = 60.0        # a keep-alive connection may wait this long for its next request
+REAP_INTERVAL = 0.5
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -289,10 +296,46 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128     # agents open bursts of connections (sub-agents, parallel tools)
     core: ProxyCore
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._deadlines: dict[_Handler, float] = {}
+        self._conn_lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+        self._closing = threading.Event()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr, i.e. into the agent's terminal; a client
         # resetting a keep-alive connection is normal, anything else goes to the log only.
         log.debug("guard proxy: connection error", exc_info=True)
+
+    # -- connection deadlines: slow or idle clients never pin a thread for long ---------------
+
+    def wait_for_request(self, h: _Handler, seconds: float) -> None:
+        """`h` waits for request headers: drop it if they are not complete in `seconds`."""
+        with self._conn_lock:
+            self._deadlines[h] = time.monotonic() + seconds
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="guard-proxy-reaper", daemon=True)
+                self._reaper.start()
+
+    def busy(self, h: _Handler) -> None:
+        """`h` is serving a request (forwarding, streaming, or held): no deadline applies."""
+        with self._conn_lock:
+            self._deadlines.pop(h, None)
+
+    def _reap(self) -> None:
+        while not self._closing.wait(REAP_INTERVAL):
+            now = time.monotonic()
+            with self._conn_lock:
+                late = [h for h, t in self._deadlines.items() if t <= now]
+                for h in late:
+                    del self._deadlines[h]
+            for h in late:
+                h.drop()
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -303,8 +346,34 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass   # the request line carries the secret; nothing about requests is logged
 
+    def setup(self) -> None:
+        super().setup()
+        self._responded = False
+        self.server.wait_for_request(self, HEADER_TIMEOUT)
+
+    def finish(self) -> None:
+        self.server.busy(self)
+        super().finish()
+
+    def drop(self) -> None:
+        """Called by the reaper: end a connection that sent no complete request in time."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self._responded = True
+        super().send_response_only(code, message)
+
     def do_GET(self) -> None:  # noqa: N802
-        self._handle()
+        self.server.busy(self)
+        self._responded = False
+        try:
+            self._handle()
+        finally:
+            if not self.close_connection:
+                self.server.wait_for_request(self, IDLE_TIMEOUT)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
@@ -314,7 +383,7 @@ class _Handler(BaseHTTPRequestHandler):
         core = self.server.core
         route = core.route(self.path)
         if route is None:
-            self._discard_body()
+            # never read what an unauthenticated client sends: answer and hang up
             self.close_connection = True
             msg = ("guard metering proxy: this URL needs the per-run secret guard put in the agent's "
                    "base URL; request refused")
@@ -323,6 +392,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             body = self._read_body()
+        except _TooLarge as e:
+            self.close_connection = True
+            self._reply(413, _error_body(route.provider, "request_too_large", f"guard proxy: {e}"))
+            return
         except ValueError as e:
             self.close_connection = True
             self._reply(400, _error_body(route.provider, "invalid_request_error", f"guard proxy: {e}"))
@@ -330,6 +403,12 @@ class _Handler(BaseHTTPRequestHandler):
         core.enter()
         try:
             _Exchange(self, core, route, body).run()
+        except Exception as e:  # noqa: BLE001 - any request guard cannot handle gets an answer
+            log.debug("guard proxy: request failed", exc_info=True)
+            self.close_connection = True
+            if not self._responded:
+                self._reply(400, _error_body(route.provider, "invalid_request_error",
+                                             f"guard proxy: malformed request ({type(e).__name__})"))
         finally:
             core.leave()
 
@@ -337,16 +416,22 @@ class _Handler(BaseHTTPRequestHandler):
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             parts: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(65537)
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     raise ValueError("malformed chunked request body") from None
+                if size < 0:
+                    raise ValueError("malformed chunked request body")
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(parts)
+                total += size
+                if total > MAX_BODY:
+                    raise _TooLarge(f"request body above {MAX_BODY >> 20} MiB")
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(3)
         length = self.headers.get("Content-Length")
@@ -356,13 +441,11 @@ class _Handler(BaseHTTPRequestHandler):
             n = int(length)
         except ValueError:
             raise ValueError("bad Content-Length") from None
+        if n < 0:
+            raise ValueError("bad Content-Length")
+        if n > MAX_BODY:
+            raise _TooLarge(f"request body of {n} bytes is above {MAX_BODY >> 20} MiB")
         return self.rfile.read(n) if n > 0 else b""
-
-    def _discard_body(self) -> None:
-        try:
-            self._read_body()
-        except (ValueError, OSError):
-            pass
 
     def _reply(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
         try:
@@ -376,6 +459,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+
+class _TooLarge(ValueError):
+    """A request body above MAX_BODY."""
 
 
 def _error_body(provider: str, kind: str, message: str) -> bytes:
