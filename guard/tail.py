@@ -176,6 +176,7 @@ class JsonlFollower:
         self._wake = threading.Event()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self.rounds = 0  # reading rounds so far: what wakes the follower, for tests and benches
         if not from_start:
             for path in self._matching():
                 try:
@@ -308,6 +309,7 @@ class JsonlFollower:
         """Read at most ROUND_BYTES from every matching file; True if any has more."""
         more = False
         with self._lock:
+            self.rounds += 1
             for path in self._matching():
                 more = self._read(path) or more
         return more
