@@ -1,5 +1,5 @@
 """The usage-file follower under a flood: halt latency at 10k lines/s (target p99 <= 100 ms), and
-guard's CPU per usage line (target <= 0.05 ms).
+guard's CPU per usage line (target <= 0.05 ms), of the reading path alone and of the whole guard.
 
     python bench/follow_flood.py [--runs 10] [--rate 10000] [--lines 50000]
 
@@ -62,6 +62,39 @@ def run(env: dict[str, str], agent: Path, out: Path, flags: list[str], rate: flo
     return json.loads(out.read_text()), usage
 
 
+class _CountingSink:
+    def __init__(self) -> None:
+        self.events = 0
+
+    def emit(self, event: object) -> None:
+        self.events += 1
+
+    def notice(self, key: str, message: str) -> None:
+        pass
+
+    def set_accuracy(self, accuracy: str) -> None:
+        pass
+
+
+def follower_cpu_per_line(workdir: Path, lines: int) -> float:
+    """The reading path alone (follower, JSON, numbers, event), in this process: ms per line."""
+    from guard.adapters.command import CommandAdapter
+    from guard.tail import JsonlFollower
+
+    path = workdir / "usage.jsonl"
+    line = '{"input_tokens": 10, "output_tokens": 1, "cost_usd": 0.001, "model": "claude-sonnet-4-6", "id": "%d"}\n'
+    path.write_text("".join(line % i for i in range(lines)))
+    adapter = CommandAdapter()
+    sink = _CountingSink()
+    adapter._sink = sink  # type: ignore[assignment]
+    follower = JsonlFollower(workdir, path.name, on_ref_record=adapter._on_record, exact=True)
+    t0 = time.process_time()
+    follower.poll()
+    cpu = time.process_time() - t0
+    assert sink.events == lines
+    return cpu / lines * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
@@ -81,6 +114,8 @@ def main() -> None:
         print(f"halt latency at {args.rate:.0f} lines/s ({args.runs} runs): p50 {pct(lat, 50):.1f} ms, "
               f"p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms")
 
+        print(f"follower CPU per usage line (reading path alone): "
+              f"{follower_cpu_per_line(Path(d), args.lines):.4f} ms")
         home = Path(d) / "cpu"
         env = bench_env(home)
         got, usage = run(env, agent, Path(d) / "cpu.json", ["--max-usd", "1000000"], 0, args.lines)

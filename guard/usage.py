@@ -44,7 +44,7 @@ class UsageEvent:
         # Whatever an adapter built, the ledger gets a key and model it can store (PostgreSQL
         # refuses NUL and lone surrogates) and counts its integer columns hold.
         object.__setattr__(self, "key", safe_key(self.key))
-        if self.model is not None:
+        if self.model is not None and (len(self.model) > MAX_KEY_CHARS or _UNSAFE_TEXT.search(self.model)):
             object.__setattr__(self, "model", safe_text(self.model))
         for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_write_1h_tokens",
                      "cache_read_tokens", "steps"):
@@ -180,6 +180,8 @@ def parse_number(v: object) -> float | None:
 def parse_count(v: object) -> tuple[int, str | None]:
     """A token count: (count, problem). Fractions round up; above MAX_COUNT is MAX_COUNT with a
     problem; absent is 0. Raises Unreadable for negatives, NaN and non-numbers."""
+    if type(v) is int and 0 <= v <= MAX_COUNT:
+        return v, None  # the common case, first: this runs for every field of every line
     n = parse_number(v)
     if n is None:
         return 0, None
