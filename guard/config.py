@@ -174,9 +174,9 @@ def load_file(path: Path, settings: Settings) -> None:
         raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{path}{at}: invalid YAML: {problem}") from None
     if data is None:
         return
     if not isinstance(data, dict) or node is None or not isinstance(node, yaml.MappingNode):

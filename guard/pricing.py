@@ -155,10 +155,13 @@ class Pricer:
             rates = self._base_rates.get(model)
         if rates is None:
             unit = 1_000_000
-            probes = [UsageEvent(key="rate", source="rate", model=model, **{kind: unit})
-                      for kind in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")]
-            priced = [self.price(p) for p in probes]
-            rates = tuple(p.usd / unit if p.known else 0.0 for p in priced)
+            def rate(probe: UsageEvent) -> float:
+                p = self.price(probe)
+                return p.usd / unit if p.known else 0.0
+            rates = (rate(UsageEvent("rate", "rate", model, input_tokens=unit)),
+                     rate(UsageEvent("rate", "rate", model, output_tokens=unit)),
+                     rate(UsageEvent("rate", "rate", model, cache_write_tokens=unit)),
+                     rate(UsageEvent("rate", "rate", model, cache_read_tokens=unit)))
             with self._lock:
                 self._base_rates[model] = rates
         return (ev.input_tokens * rates[0] + ev.output_tokens * rates[1]
