@@ -305,6 +305,17 @@ class JsonlFollower:
         while self._round():
             pass
 
+    def read_now(self, max_rounds: int = 4) -> None:
+        """Read what is there now, in the caller's thread, for at most `max_rounds` rounds: for an
+        adapter that must see a record before it decides (aider's analytics line of a reply
+        whose end it just saw on the terminal). The reader thread goes on with any rest."""
+        if self.failure is not None:
+            raise self.failure
+        for _ in range(max_rounds):
+            if not self._round():
+                return
+        self._wake.set()
+
     def _round(self) -> bool:
         """Read at most ROUND_BYTES from every matching file; True if any has more."""
         more = False
