@@ -78,6 +78,7 @@ class _FileState:
     head: bytes = b""         # the first HEAD_BYTES read of this version of the file
     tail: bytes = b""         # the last TAIL_BYTES read before `offset`
     changed: tuple[int, int] | None = None  # (mtime_ns, ctime_ns) when the read last reached EOF
+    verify: bool = True       # False for files followed from their end: only inode and size decide
 
 
 @dataclass
@@ -177,6 +178,7 @@ class JsonlFollower:
         self._closing = False
         self._thread: threading.Thread | None = None
         self.rounds = 0  # reading rounds so far: what wakes the follower, for tests and benches
+        self._from_start = from_start
         if not from_start:
             for path in self._matching():
                 try:
@@ -185,7 +187,7 @@ class JsonlFollower:
                     continue
                 try:
                     st = os.fstat(fd)
-                    state = _FileState(st.st_ino, st.st_size)
+                    state = _FileState(st.st_ino, st.st_size, verify=False)
                     state.head = os.pread(fd, HEAD_BYTES, 0)
                     state.tail = os.pread(fd, TAIL_BYTES, max(0, st.st_size - TAIL_BYTES))
                     state.changed = (st.st_mtime_ns, st.st_ctime_ns)
@@ -349,6 +351,8 @@ class JsonlFollower:
     def _rewritten(self, fd: int, st: os.stat_result, state: _FileState) -> bool:
         if state.inode != st.st_ino or st.st_size < state.offset:
             return True
+        if not state.verify:
+            return False
         if state.head and os.pread(fd, len(state.head), 0) != state.head:
             return True
         if state.tail and os.pread(fd, len(state.tail), state.offset - len(state.tail)) != state.tail:
@@ -366,7 +370,7 @@ class JsonlFollower:
             st = os.fstat(fd)
             state = self._files.get(path)
             if state is None:
-                state = self._files[path] = _FileState(st.st_ino, 0)
+                state = self._files[path] = _FileState(st.st_ino, 0, verify=self._from_start)
             elif self._rewritten(fd, st, state):
                 state = self._files[path] = _FileState(st.st_ino, 0, generation=state.generation + 1)
             if st.st_size == state.offset:
