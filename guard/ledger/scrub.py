@@ -22,6 +22,7 @@ HARMLESS_VALUE_FLAGS = frozenset({
 })
 _FLAG = re.compile(r"--?[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", re.ASCII)
 _COMMAND = re.compile(r"[A-Za-z0-9_.+-]{1,64}", re.ASCII)
+_NAME = re.compile(r"[A-Za-z0-9_.+/:@-]{1,128}", re.ASCII)  # model names: openai/gpt-4o, x@v1
 
 
 def scrub_argv(argv: list[str], *, keep_command: bool = False) -> list[str]:
@@ -55,4 +56,4 @@ def scrub_argv(argv: list[str], *, keep_command: bool = False) -> list[str]:
 
 def _value(v: str) -> str:
     # even an allowed flag's value is kept only if it looks like a name or a number
-    return v if _COMMAND.fullmatch(v) or v == REDACTED else REDACTED
+    return v if _NAME.fullmatch(v) or v == REDACTED else REDACTED
