@@ -4,6 +4,8 @@ variables, command-line flags. Each value remembers where it came from."""
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from guard.config_sections import section_parser
 from guard.errors import ConfigError
 from guard.units import parse_count, parse_duration, parse_usd
 
@@ -43,20 +46,20 @@ def _fraction(v: Any, where: str) -> float:
     return f
 
 
-def _mapping(v: Any, where: str) -> dict[str, Any]:
-    if not isinstance(v, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(v).__name__}")
-    return v
-
-
-def _any(v: Any, where: str) -> Any:
-    return v
+def _whole_count(v: Any, where: str) -> int:
+    """A count of things that come whole (steps): 0.4 is an error, not a rounded 0."""
+    n = parse_count(v, where)
+    if isinstance(v, float) and not v.is_integer():
+        raise ConfigError(f"{where}: {v!r} is not a whole number")
+    if n < 1:
+        raise ConfigError(f"{where}: {v!r} must be at least 1")
+    return n
 
 
 KEYS: dict[str, tuple[Any, Any]] = {
     "max_usd": (lambda v, w: parse_usd(v, w), None),
     "max_tokens": (lambda v, w: parse_count(v, w), None),
-    "max_steps": (lambda v, w: parse_count(v, w), None),
+    "max_steps": (_whole_count, None),
     "max_time": (lambda v, w: parse_duration(v, w), None),
     "on_limit": (_choice("pause", "stop", "kill"), None),  # None: pause on a terminal, else stop
     "soft_threshold": (_fraction, 0.75),
@@ -72,14 +75,14 @@ KEYS: dict[str, tuple[Any, Any]] = {
     "line": (_text, None),
     # developer / team ceilings (see guard.budgets)
     "timezone": (_text, "UTC"),
-    "budgets": (_mapping, {}),
-    "lines": (_mapping, {}),
+    "budgets": (section_parser("budgets"), {}),
+    "lines": (section_parser("lines"), {}),
     "policy": (_text, None),
-    "notify": (_mapping, {}),
+    "notify": (section_parser("notify"), {}),
     "offline": (_choice("last-known", "refuse", "allow"), "last-known"),
     # admission: below this output allowance a proxied request is not sent (the ceiling is reached)
     "min_output_tokens": (lambda v, w: parse_count(v, w), 4096),
-    **{section: (_mapping, {}) for section in TOOL_SECTIONS},
+    **{section: (section_parser(section), {}) for section in TOOL_SECTIONS},
 }
 
 ENV_KEYS = {
@@ -122,27 +125,60 @@ def user_config_path(env: Mapping[str, str]) -> Path:
     return Path(base) / "guard" / "config.yaml"
 
 
+def config_exists(path: Path) -> bool:
+    """True for a regular file; a config error for anything else at that name (a directory or
+    FIFO named .guard.yaml is a mistake to report, not a file to skip or to block on)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ConfigError(f"{path}: is {kind}, not a config file")
+    return True
+
+
 def project_config_path(cwd: Path) -> Path | None:
     for d in (cwd, *cwd.parents):
         p = d / ".guard.yaml"
-        if p.is_file():
+        if config_exists(p):
             return p
     return None
 
 
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_file(path: Path, settings: Settings) -> None:
     try:
-        text = path.read_text()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path}: is not a regular file, not a config file")
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}:{text[:text.index(chr(0))].count(chr(10)) + 1}: binary data, not YAML")
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a config file") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
+        at = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{path}{at}: invalid YAML: {problem}") from None
     if data is None:
         return
     if not isinstance(data, dict) or node is None or not isinstance(node, yaml.MappingNode):
@@ -157,14 +193,14 @@ def load_file(path: Path, settings: Settings) -> None:
 def load_settings(env: Mapping[str, str], cwd: Path, flags: Mapping[str, Any]) -> Settings:
     s = Settings()
     user = user_config_path(env)
-    if user.is_file():
+    if config_exists(user):
         load_file(user, s)
     project = project_config_path(cwd)
     if project is not None:
         load_file(project, s)
     if env.get("GUARD_CONFIG"):
         path = Path(env["GUARD_CONFIG"]).expanduser()
-        if not path.is_file():
+        if not config_exists(path):
             raise ConfigError(f"GUARD_CONFIG: {path}: no such file")
         load_file(path, s)
     for key in sorted(ENV_KEYS):

@@ -8,6 +8,7 @@ genai-prices' own across a grid of models and usages. genai-prices is imported o
 with this module (guard's startup budget)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from dataclasses import dataclass
@@ -251,6 +252,11 @@ def _genai_direct(ev: UsageEvent, ref: str, provider: str | None, when: datetime
     return float(calc_price(usage, model_ref=ref, provider_id=provider, genai_request_timestamp=when).total_price)
 
 
+# Sources where the agent states its cost itself (the usage-file protocol), as opposed to a tool
+# reporting what its provider billed: there a stated cost is a floor, never below the tokens' price.
+SELF_STATED_SOURCES = frozenset({"usage_file"})
+
+
 class Pricer:
     def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max") -> None:
         self.overrides = overrides or {}
@@ -261,6 +267,11 @@ class Pricer:
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
+            if ev.source in SELF_STATED_SOURCES and ev.tokens and True:
+                # an agent's own word on its cost may not be below what its tokens cost
+                tokens = self.price(dataclasses.replace(ev, cost_usd=None))
+                if tokens.known and tokens.usd > ev.cost_usd:
+                    return Price(tokens.usd, True, f"{tokens.basis} (above the stated cost)")
             return Price(ev.cost_usd, True, "stated")
         if ev.tokens == 0:
             return Price(0.0, True, "none")

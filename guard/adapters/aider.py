@@ -264,7 +264,7 @@ class AiderAdapter(Adapter):
         if not final and any(isinstance(i, TokenReport) for i in items) and self._follower is not None:
             # the analytics line of this reply may be written but not yet read: read it first
             # (outside our lock: the follower calls back into _on_record under its own lock)
-            self._follower.poll()
+            self._follower.read_now()
         with self._lock:
             for item in items:
                 if isinstance(item, Marker):

@@ -125,7 +125,11 @@ def find_executable(name: str, env: dict[str, str], skip_dirs: tuple[Path, ...] 
     script that is itself a guard wrapper, so guard never calls itself."""
     if os.sep in name:
         path = Path(name)
-        if not path.exists():
+        try:
+            found = path.exists()
+        except OSError:
+            found = False
+        if not found:
             raise AgentNotFound(f"{name}: not found")
         if not os.access(path, os.X_OK) or path.is_dir():
             raise AgentNotExecutable(f"{name}: not executable")
@@ -137,8 +141,11 @@ def find_executable(name: str, env: dict[str, str], skip_dirs: tuple[Path, ...] 
         if not d or _real(Path(d)) in skip:
             continue
         cand = Path(d) / name
-        if not cand.is_file():
-            continue
+        try:
+            if not cand.is_file():
+                continue
+        except OSError:
+            continue  # a PATH entry we may not look into is one we cannot run from
         if is_guard_wrapper(cand):
             continue
         if os.access(cand, os.X_OK):

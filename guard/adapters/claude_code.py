@@ -205,7 +205,7 @@ class ClaudeCodeAdapter(Adapter):
 
     def poll(self) -> None:
         for f in self._followers:
-            f.poll()
+            f.read_now()
 
     def close(self) -> None:
         # the agent has exited: its last transcript lines and OTLP batch are already written

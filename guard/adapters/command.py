@@ -2,16 +2,54 @@
 
 guard sets GUARD_USAGE_FILE; the agent appends one JSON object per model call, shaped like an
 Anthropic `usage` object plus optional `model`, `cost_usd`, `id` (dedup key) and `steps`.
-A line without `id` is keyed by its position in the file, so re-reading never double-counts.
+The agent may also rewrite the file, truncate it or replace it: the follower reads it again from
+the start, and every record's key makes the re-read count nothing twice. A line without `id` is
+keyed by its content and its ordinal among equal lines of that version of the file.
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from guard.adapters.base import EventSink, FollowerAdapter, Launch, LaunchContext, find_executable
-from guard.tail import JsonlFollower
-from guard.usage import from_anthropic_usage
+from guard.tail import JsonlFollower, LineRef
+from guard.usage import Largest, Unreadable, from_anthropic_usage, parse_count, parse_number, safe_text
+
+
+class LineKeys:
+    """Keys for records without an `id`: digest of the line plus its ordinal among equal lines
+    of one version (generation) of the file, so reading that version again yields the same keys.
+    A rewritten file whose first record differs from the previous version's first record is
+    new content, not the old history again: its keys get a space of their own, so a record
+    equal to one counted before still counts (an agent that rewrites the file with only its
+    newest record). Only id-less lines are remembered."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, _KeySpace] = {}
+
+    def key(self, ref: LineRef) -> str:
+        ks = self._files.get(ref.path)
+        if ks is None:
+            ks = self._files[ref.path] = _KeySpace(ref.generation, ref.digest)
+        elif ks.generation != ref.generation:
+            ks.generation = ref.generation
+            ks.seen = {}
+            if ref.digest != ks.first:
+                ks.space += 1
+                ks.first = ref.digest
+        n = ks.seen.get(ref.digest, 0)
+        ks.seen[ref.digest] = n + 1
+        return f"line:{ks.space}:{ref.digest}:{n}"
+
+
+@dataclass
+class _KeySpace:
+    generation: int
+    first: str
+    space: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
 
 
 class CommandAdapter(FollowerAdapter):
@@ -21,7 +59,10 @@ class CommandAdapter(FollowerAdapter):
         self.usage_file: Path | None = None
         self._follower: JsonlFollower | None = None
         self._sink: EventSink | None = None
-        self._seq = 0
+        self._keys = LineKeys()
+        self._largest = Largest()
+        self._flagged = False
+        self._lock = threading.Lock()
 
     def prepare(self, ctx: LaunchContext) -> Launch:
         if not ctx.tool_args:
@@ -42,25 +83,55 @@ class CommandAdapter(FollowerAdapter):
         if self.usage_file is None:
             return
         self._sink = sink
-        name = self.usage_file.name
-        self._follower = JsonlFollower(self.usage_file.parent, name, self._on_record)
+        self._follower = JsonlFollower(self.usage_file.parent, self.usage_file.name,
+                                       on_ref_record=self._on_record, exact=True)
         self._follower.start()
 
-    def _on_record(self, path: Path, obj: dict[str, Any]) -> None:
+    def _on_record(self, path: Path, obj: dict[str, Any], ref: LineRef) -> None:
         assert self._sink is not None
-        self._seq += 1
-        usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else obj
-        assert isinstance(usage, dict)
-        key = obj.get("id")
-        if not isinstance(key, str) or not key:
-            key = f"line:{self._seq}"
-        cost = obj.get("cost_usd")
-        steps = obj.get("steps", 1)
-        ev = from_anthropic_usage(
-            key, "usage_file", usage,
-            model=obj.get("model") if isinstance(obj.get("model"), str) else None,
-            cost_usd=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool)
-            and cost >= 0 else None,
-            steps=int(steps) if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 0 else 1,
-        )
+        with self._lock:
+            ev, problems = usage_file_event(obj, ref, self._keys, self._largest)
+            self._largest = self._largest.observe(ev)
+        if problems:
+            self._flag(ref, problems)
         self._sink.emit(ev)
+
+    def _flag(self, ref: LineRef, problems: list[str]) -> None:
+        assert self._sink is not None
+        self._sink.set_accuracy("estimated")
+        if not self._flagged:
+            self._flagged = True
+            self._sink.notice("usage-file-numbers",
+                              f"{ref.path.name} line {ref.line_no}: {'; '.join(problems)}; "
+                              "this run's figures are estimated")
+
+
+def usage_file_event(obj: dict[str, Any], ref: LineRef, keys: LineKeys,
+                     largest: Largest) -> tuple[Any, list[str]]:
+    """One usage-file record as an event, and what was wrong with its numbers (empty: exact)."""
+    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else obj
+    assert isinstance(usage, dict)
+    raw_id = obj.get("id")
+    key = raw_id if isinstance(raw_id, str) and raw_id else keys.key(ref)
+    problems: list[str] = []
+    cost: float | None = None
+    try:
+        stated = parse_number(obj.get("cost_usd"))
+        if stated is not None and stated < 0:
+            raise Unreadable(f"negative ({stated})")
+        cost = stated
+    except Unreadable as e:
+        problems.append(f"cost_usd: {e}, the tokens are priced instead")
+    try:
+        steps, step_problem = parse_count(obj.get("steps", 1))
+        if step_problem:
+            problems.append(f"steps: {step_problem}")
+    except Unreadable as e:
+        steps = 1
+        problems.append(f"steps: {e}, counted as 1")
+    model = obj.get("model")
+    ev = from_anthropic_usage(
+        key, "usage_file", usage, model=safe_text(model) if isinstance(model, str) else None,
+        largest=largest, problems=problems, cost_usd=cost, steps=steps, estimated=bool(problems),
+    )
+    return ev, problems

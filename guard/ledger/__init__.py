@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from guard.errors import ConfigError
+from guard.errors import ConfigError, LedgerError
 from guard.ledger.sql import SqlLedger
 
 Ledger = SqlLedger
@@ -12,6 +12,12 @@ Ledger = SqlLedger
 def open_ledger(url: str | None, home: Path, offline: str | None = None) -> SqlLedger:
     """`None` or `sqlite:` -> GUARD_HOME/ledger.db; `sqlite:///path`; `postgresql://...`
     (`offline`: what shared ceilings count while it is unreachable, guard.ledger.offline)."""
+    from guard.home import prepare_home
+
+    try:
+        prepare_home(home)
+    except OSError as e:
+        raise LedgerError(f"GUARD_HOME {home}: {e.strerror}") from None
     path = sqlite_path(url, home)
     if path is not None:
         from guard.ledger.sqlite import SqliteLedger

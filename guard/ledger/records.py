@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from guard.ledger.scrub import scrub_argv
 from guard.usage import Totals
 
 
@@ -56,6 +57,10 @@ class RunRecord:
     branch: str | None = None
     commit_before: str | None = None
     commit_after: str | None = None
+
+    def __post_init__(self) -> None:
+        # the ledger never holds prompts or secrets from the command line, whoever writes it
+        self.argv = scrub_argv(self.argv, keep_command=self.tool == "run")
 
     def as_json(self) -> dict[str, Any]:
         return {

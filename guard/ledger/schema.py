@@ -127,6 +127,9 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         "CREATE INDEX runs_team ON runs(team)",
         "CREATE INDEX events_run_ts ON events(run_id, ts)",
     ]),
+    # Version 3 rewrites no schema: it scrubs prompts and secrets out of runs.argv, which SQL
+    # alone cannot do (guard.ledger.sql DATA_MIGRATIONS holds its Python step).
+    (3, []),
     # 4: history and fast reports. run_usage is the per-run, per-model sum of events, kept in the
     # transaction that writes each event (it survives `guard prune`); events_key finds a response
     # metered under any run (imports dedupe against live metering); import_cursors remembers how

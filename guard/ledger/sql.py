@@ -6,13 +6,14 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from guard.errors import UnknownRun
 from guard.ledger.records import Approval, Control, Halt, RunRecord
 from guard.ledger.schema import VERSIONS, statements
+from guard.ledger.scrub import scrub_argv
 from guard.usage import Totals, UsageEvent
 
 _RUN_COLUMNS = (
@@ -126,6 +127,8 @@ class SqlLedger(ABC):
                     continue
                 for stmt in statements(self.dialect, version):
                     self._execute(stmt)
+                if version in DATA_MIGRATIONS:
+                    DATA_MIGRATIONS[version](self)
                 self._execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     # -- runs -------------------------------------------------------------------------------
@@ -154,6 +157,8 @@ class SqlLedger(ABC):
             fields.update(halt_ceiling=h.ceiling if h else None, halt_limit=h.limit if h else None,
                           halt_used=h.used if h else None, halt_action=h.action if h else None,
                           halt_message=h.message if h else None)
+        if "argv" in fields:
+            fields["argv"] = scrub_argv(fields["argv"])
         for k in ("argv", "limits", "limit_sources"):
             if k in fields:
                 fields[k] = json.dumps(fields[k])
@@ -406,3 +411,22 @@ class SqlLedger(ABC):
             f"SELECT {_USAGE_SUMS} FROM events e JOIN runs r ON r.id = e.run_id WHERE "
             + " AND ".join(where), params)
         return _totals(rows[0])
+
+
+def _scrub_stored_argvs(ledger: SqlLedger) -> None:
+    """Migration 3: rows written before guard scrubbed command lines lose their prompts and
+    flag values (see guard.ledger.scrub)."""
+    for run_id, tool, raw in ledger._execute("SELECT id, tool, argv FROM runs"):
+        try:
+            argv = json.loads(raw)
+        except ValueError:
+            argv = []
+        if not isinstance(argv, list):
+            argv = []
+        clean = scrub_argv([str(a) for a in argv], keep_command=tool == "run")
+        if clean != argv:
+            ledger._execute("UPDATE runs SET argv = ? WHERE id = ?", (json.dumps(clean), run_id))
+
+
+# Python steps of migrations SQL alone cannot express, run right after that version's SQL.
+DATA_MIGRATIONS: dict[int, Callable[[SqlLedger], None]] = {3: _scrub_stored_argvs}

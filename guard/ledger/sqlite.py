@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from guard.errors import LedgerError
+from guard.home import create_private_file
 from guard.ledger.sql import SqlLedger
 
 
@@ -18,7 +19,8 @@ class SqliteLedger(SqlLedger):
         super().__init__()
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            create_private_file(path)
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so writers queue on the
             # lock up front instead of failing on upgrade from a read lock.
             self._conn = sqlite3.connect(str(path), timeout=30, isolation_level=None,

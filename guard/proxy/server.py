@@ -12,17 +12,23 @@ import base64
 import hmac
 import http.client
 import logging
+import os
 import select
+import shutil
 import socket
 import ssl
+import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from guard.errors import UsageError
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate
@@ -303,6 +309,12 @@ class ProxyCore:
             return self._cond.wait_for(lambda: self._active == 0, timeout)
 
 
+MAX_BODY = 32 << 20        # a larger request body is refused with 413, unread
+HEADER_TIMEOUT = 10.0      # a new connection must send complete request headers within this
+IDLE_TIMEOUT = 60.0        # a keep-alive connection may wait this long for its next request
+REAP_INTERVAL = 0.5
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -310,10 +322,46 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128     # agents open bursts of connections (sub-agents, parallel tools)
     core: ProxyCore
 
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._deadlines: dict[_Handler, float] = {}
+        self._conn_lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
+        self._closing = threading.Event()
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr, i.e. into the agent's terminal; a client
         # resetting a keep-alive connection is normal, anything else goes to the log only.
         log.debug("guard proxy: connection error", exc_info=True)
+
+    # -- connection deadlines: slow or idle clients never pin a thread for long ---------------
+
+    def wait_for_request(self, h: _Handler, seconds: float) -> None:
+        """`h` waits for request headers: drop it if they are not complete in `seconds`."""
+        with self._conn_lock:
+            self._deadlines[h] = time.monotonic() + seconds
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap, name="guard-proxy-reaper", daemon=True)
+                self._reaper.start()
+
+    def busy(self, h: _Handler) -> None:
+        """`h` is serving a request (forwarding, streaming, or held): no deadline applies."""
+        with self._conn_lock:
+            self._deadlines.pop(h, None)
+
+    def _reap(self) -> None:
+        while not self._closing.wait(REAP_INTERVAL):
+            now = time.monotonic()
+            with self._conn_lock:
+                late = [h for h, t in self._deadlines.items() if t <= now]
+                for h in late:
+                    del self._deadlines[h]
+            for h in late:
+                h.drop()
+
+    def server_close(self) -> None:
+        self._closing.set()
+        super().server_close()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -324,8 +372,34 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass   # the request line carries the secret; nothing about requests is logged
 
+    def setup(self) -> None:
+        super().setup()
+        self._responded = False
+        self.server.wait_for_request(self, HEADER_TIMEOUT)
+
+    def finish(self) -> None:
+        self.server.busy(self)
+        super().finish()
+
+    def drop(self) -> None:
+        """Called by the reaper: end a connection that sent no complete request in time."""
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        self._responded = True
+        super().send_response_only(code, message)
+
     def do_GET(self) -> None:  # noqa: N802
-        self._handle()
+        self.server.busy(self)
+        self._responded = False
+        try:
+            self._handle()
+        finally:
+            if not self.close_connection:
+                self.server.wait_for_request(self, IDLE_TIMEOUT)
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
@@ -335,7 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
         core = self.server.core
         route = core.route(self.path)
         if route is None:
-            self._discard_body()
+            # never read what an unauthenticated client sends: answer and hang up
             self.close_connection = True
             msg = ("guard metering proxy: this URL needs the per-run secret guard put in the agent's "
                    "base URL; request refused")
@@ -344,14 +418,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if (self.headers.get("Upgrade") or "").strip().lower() == "websocket":
             # Codex opens a WebSocket on GET /v1/responses first: a 426 makes it fall back to HTTP
-            # at once (a 404 costs it 7 attempts over about 6 s; a 400 ends its turn).
-            self._discard_body()
+            # at once (a 404 costs it 7 attempts over about 6 s; a 400 ends its turn). Its body, if
+            # any, is never read: the connection is closed after the answer.
             self.close_connection = True
             self._reply(426, _error_body(route.provider, "invalid_request_error",
                                          "guard metering proxy: WebSockets are not proxied; use HTTP"))
             return
         try:
             body = self._read_body()
+        except _TooLarge as e:
+            self.close_connection = True
+            self._reply(413, _error_body(route.provider, "request_too_large", f"guard proxy: {e}"))
+            return
         except ValueError as e:
             self.close_connection = True
             self._reply(400, _error_body(route.provider, "invalid_request_error", f"guard proxy: {e}"))
@@ -359,6 +437,12 @@ class _Handler(BaseHTTPRequestHandler):
         core.enter()
         try:
             _Exchange(self, core, route, body).run()
+        except Exception as e:  # noqa: BLE001 - any request guard cannot handle gets an answer
+            log.debug("guard proxy: request failed", exc_info=True)
+            self.close_connection = True
+            if not self._responded:
+                self._reply(400, _error_body(route.provider, "invalid_request_error",
+                                             f"guard proxy: malformed request ({type(e).__name__})"))
         finally:
             core.leave()
 
@@ -366,16 +450,22 @@ class _Handler(BaseHTTPRequestHandler):
         te = (self.headers.get("Transfer-Encoding") or "").lower()
         if "chunked" in te:
             parts: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(65537)
                 try:
                     size = int(line.split(b";", 1)[0].strip(), 16)
                 except ValueError:
                     raise ValueError("malformed chunked request body") from None
+                if size < 0:
+                    raise ValueError("malformed chunked request body")
                 if size == 0:
                     while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
                         pass
                     return b"".join(parts)
+                total += size
+                if total > MAX_BODY:
+                    raise _TooLarge(f"request body above {MAX_BODY >> 20} MiB")
                 parts.append(self.rfile.read(size))
                 self.rfile.readline(3)
         length = self.headers.get("Content-Length")
@@ -385,13 +475,11 @@ class _Handler(BaseHTTPRequestHandler):
             n = int(length)
         except ValueError:
             raise ValueError("bad Content-Length") from None
+        if n < 0:
+            raise ValueError("bad Content-Length")
+        if n > MAX_BODY:
+            raise _TooLarge(f"request body of {n} bytes is above {MAX_BODY >> 20} MiB")
         return self.rfile.read(n) if n > 0 else b""
-
-    def _discard_body(self) -> None:
-        try:
-            self._read_body()
-        except (ValueError, OSError):
-            pass
 
     def _reply(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
         try:
@@ -405,6 +493,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+
+class _TooLarge(ValueError):
+    """A request body above MAX_BODY."""
 
 
 def _error_body(provider: str, kind: str, message: str) -> bytes:
@@ -688,6 +780,7 @@ class RunningProxy:
         self.port: int = int(port)
         self.url: str = f"http://127.0.0.1:{self.port}/{core.secret}"
         self._stopped = False
+        self._env_dir: str | None = None
 
     def client_env(self, tool: str) -> dict[str, str]:
         from guard.proxy.env import client_env
@@ -696,9 +789,12 @@ class RunningProxy:
 
     def client_args(self, tool: str, tool_args: list[str]) -> list[str]:
         """Extra arguments for the tool, when its environment alone cannot win. aider: a
-        --set-env on the command line makes configargparse ignore AIDER_SET_ENV, so ours must
-        be on the command line too. codex: its own arguments (-c, --profile, -C) say where it
-        would have gone, so they set its upstream; its adapter adds the `-c` that routes it here."""
+        --set-env on the command line makes configargparse ignore AIDER_SET_ENV. The proxy URL
+        carries the secret, so it never goes on the command line (every local user can read
+        an argv): it goes into an env file of guard's own (0600), named by --env-file, which
+        aider loads after every other .env file. codex: its own arguments (-c, --profile, -C) say
+        where it would have gone, so they set its upstream; its adapter adds the `-c` that routes
+        it here."""
         if tool == "codex":
             from guard.proxy.env import codex_upstream
 
@@ -706,13 +802,30 @@ class RunningProxy:
             if url is not None:
                 self._core.set_upstream("codex", "openai", url)
             return []
-        if tool != "aider" or not any(a == "--set-env" or a.startswith("--set-env=") for a in tool_args):
+        if tool != "aider" or not _args(tool_args, "--set-env"):
             return []
         env = self.client_env(tool)
-        out: list[str] = []
-        for k in ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL"):
-            out += ["--set-env", f"{k}={env[k]}"]
-        return out
+        ours = ("OPENAI_BASE_URL", "OPENAI_API_BASE", "ANTHROPIC_API_BASE", "ANTHROPIC_BASE_URL")
+        for setting in _args(tool_args, "--set-env"):
+            name = setting.split("=", 1)[0].strip()
+            if name in ours:
+                raise UsageError(f"aider: --set-env {name}=... would send aider around guard's metering "
+                                 "proxy; set it in the environment or a .env file instead (guard "
+                                 "forwards to it)")
+        lines = []
+        users = _args(tool_args, "--env-file")
+        if users:  # ours replaces the user's --env-file: carry what theirs says first
+            try:
+                lines.append(Path(users[-1]).expanduser().read_text(errors="replace"))
+            except OSError:
+                pass
+        lines += [f"{k}={env[k]}" for k in ours]
+        self._env_dir = self._env_dir or tempfile.mkdtemp(prefix="guard-proxy-")
+        path = Path(self._env_dir) / "proxy.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return ["--env-file", str(path)]
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, give in-flight requests `timeout` seconds to end and emit their usage,
@@ -720,6 +833,8 @@ class RunningProxy:
         if self._stopped:
             return
         self._stopped = True
+        if self._env_dir is not None:
+            shutil.rmtree(self._env_dir, ignore_errors=True)
         self._server.shutdown()
         self._server.server_close()
         if not self._core.wait_idle(timeout):
@@ -760,3 +875,9 @@ def _warm_pricer(pricer: Any) -> None:
 
 
 __all__ = ["RunningProxy", "start_proxy"]
+
+
+def _args(argv: list[str], name: str) -> list[str]:
+    return [argv[i + 1] if a == name else a[len(name) + 1:]
+            for i, a in enumerate(argv)
+            if (a == name and i + 1 < len(argv)) or a.startswith(name + "=")]

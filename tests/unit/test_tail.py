@@ -137,4 +137,56 @@ def test_a_failing_callback_in_the_watcher_resurfaces_in_poll(tmp_path):
         with pytest.raises(ValueError, match="parser bug"):
             f.poll()
     finally:
-        f._observer.stop()
+        with pytest.raises(ValueError, match="parser bug"):
+            f.stop()
+
+
+def test_files_beside_the_followed_one_do_not_wake_it(tmp_path):
+    """guard writes state.json next to the usage file many times a second: that must cost the
+    follower nothing."""
+    import time
+
+    from guard.tail import SAFETY_POLL
+    from tests.helpers import wait_until
+
+    path = tmp_path / "usage.jsonl"
+    path.touch()
+    got: list[dict] = []
+    f = JsonlFollower(tmp_path, "usage.jsonl", lambda p, o: got.append(o), exact=True)
+    f.start()
+    try:
+        wait_until(lambda: f.rounds >= 1, message="the first read")
+        before, t0 = f.rounds, time.monotonic()
+        for i in range(300):
+            tmp = tmp_path / "state.tmp"
+            tmp.write_text(json.dumps({"i": i}))
+            os.replace(tmp, tmp_path / "state.json")
+        elapsed = time.monotonic() - t0
+        assert f.rounds - before <= 1 + elapsed / SAFETY_POLL + 1  # only the safety-net reads
+        with open(path, "a") as fh:
+            fh.write('{"n": 1}\n')
+        wait_until(lambda: got, message="the usage line")
+    finally:
+        f.stop()
+
+
+def test_same_size_rewrite_with_identical_content_is_read_again(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"n": 1}\n')
+    f, got = follower(tmp_path)
+    f.poll()
+    os.utime(path, ns=(1, 1))  # rewritten: same bytes, a new change time
+    path.write_text('{"n": 1}\n')
+    f.poll()
+    assert got == [{"n": 1}, {"n": 1}]  # read twice; its key (content + ordinal) makes it one call
+
+
+def test_a_hole_is_skipped_not_read(tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"n": 1}\n')
+    os.truncate(path, 64 << 30)  # 64 GiB of nothing
+    with open(path, "a") as fh:
+        fh.write('\n{"n": 2}\n')
+    f, got = follower(tmp_path)
+    f.poll()
+    assert got == [{"n": 1}, {"n": 2}] and f.skipped.malformed == 1

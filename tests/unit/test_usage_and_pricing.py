@@ -72,6 +72,6 @@ def test_bad_override_file_names_the_file(tmp_path):
         load_overrides(f)
 
 
-def test_non_finite_counts_are_no_counts():
+def test_infinite_counts_are_capped_not_dropped():
     ev = from_anthropic_usage("k", "s", {"input_tokens": float("inf"), "output_tokens": 5})
-    assert ev.input_tokens == 0 and ev.output_tokens == 5
+    assert ev.input_tokens == 10**9 and ev.output_tokens == 5 and ev.estimated
