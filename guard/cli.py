@@ -73,10 +73,12 @@ class State:
         """For commands that only read: a ledger that does not exist yet is read as empty,
         and is not created."""
         if self._ledger is None:
-            from guard.ledger import marker, open_ledger_for_reading
+            from guard.ledger import marker, open_ledger_for_reading, sqlite_path
 
+            path = sqlite_path(self.settings.ledger, self.envr.home)
             self._ledger = open_ledger_for_reading(self.settings.ledger, self.envr.home)
-            marker.check(self._ledger, self.envr.home)
+            if path is None or path.exists():   # a ledger not written yet has no history to lose
+                marker.check(self._ledger, self.envr.home)
             mark_crashed(self._ledger)
         return self._ledger
 

@@ -119,8 +119,13 @@ def prune_cmd(ctx: click.Context, before: str, dry_run: bool) -> None:
     """Drop raw events before a day; reports keep their figures (the rollups stay)."""
     from guard.history.maintenance import prune
 
+    from guard.ledger import marker
+
     cutoff = _day_start(before, "--before")
-    n = prune(_context(ctx).ledger(), cutoff, dry_run=dry_run)
+    tc = _context(ctx)
+    n = prune(tc.ledger(), cutoff, dry_run=dry_run)
+    if n and not dry_run:   # rows dropped on purpose: the marker must not take them for tampering
+        marker.accept(tc.ledger(), tc.home)
     click.echo(f"{'would drop' if dry_run else 'dropped'} {n} events before {before}")
 
 

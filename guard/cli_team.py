@@ -53,8 +53,12 @@ class TeamContext:
             from guard.ledger import open_ledger_for_reading
 
             url = self.ledger_url or self.effective().get("ledger")
+            from guard.ledger import sqlite_path
+
+            path = sqlite_path(url, self.home)
             self._ledger = (open_ledger_for_reading if read_only else open_ledger)(url, self.home)
-            marker.check(self._ledger, self.home)
+            if path is None or path.exists():   # a ledger not written yet has no history to lose
+                marker.check(self._ledger, self.home)
         return self._ledger
 
 

@@ -36,8 +36,11 @@ def open_ledger_for_reading(url: str | None, home: Path) -> SqlLedger:
     in memory: looking at runs never creates the file."""
     path = sqlite_path(url, home)
     if path is not None and not path.exists():
+        from guard.home import prepare_home
         from guard.ledger.sqlite import SqliteLedger
 
+        if home.is_dir():
+            prepare_home(home)   # an old home left open to other users is closed, even by a look
         return SqliteLedger(Path(":memory:"))
     return open_ledger(url, home)
 

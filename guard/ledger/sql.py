@@ -312,6 +312,11 @@ class SqlLedger(ABC):
         rows = self._execute(f"SELECT {self._EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY ts", (run_id,))
         return [self._event(r) for r in rows]
 
+    def run_estimated_calls(self, run_id: str) -> int:
+        """Calls of the run whose usage did not come from the provider (in their merged view)."""
+        return int(self._execute("SELECT COUNT(*) FROM events WHERE run_id = ? AND estimated <> 0",
+                                 (run_id,))[0][0])
+
     def run_event(self, run_id: str, key: str) -> tuple[UsageEvent, float, bool] | None:
         """One call's merged view, by its key (the primary key's index)."""
         rows = self._execute(f"SELECT {self._EVENT_COLUMNS} FROM events WHERE run_id = ? AND key = ?",

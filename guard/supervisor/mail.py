@@ -17,7 +17,7 @@ def record(mail: Mail, meter: Meter, ledger: Ledger, run_id: str, show: Callable
         recorded = meter.record_batch(mail.events)   # the ledger first
         out += [PriceUnknown(r.event.model, r.price.basis) for r in recorded if not r.price.known]
         out.append(Spent(Totals().plus(meter.totals), sum(r.new for r in recorded),
-                         any(r.event.estimated for r in recorded) or mail.accuracy == "estimated"))
+                         mail.accuracy == "estimated"))
     elif mail.accuracy == "estimated":
         out.append(Spent(Totals().plus(meter.totals), 0, True))
     for rid, shared in mail.settles:   # after the events: a hold is released only once recorded

@@ -286,6 +286,10 @@ class Supervisor:
             self.ledger.add_notice(self.run_id, "ledger-tampered", lost)
             self.fx.show(lost)
         halted = self.state.halted
+        # exact only if every call's merged usage came from the provider (a late exact report
+        # replaces an early estimate) and the tool never said its own figures are estimates
+        estimated = self.state.estimated or self.ledger.run_estimated_calls(self.run_id) > 0
+        self.ledger.update_run(self.run_id, accuracy="estimated" if estimated else "exact")
         self.ledger.update_run(self.run_id, status="halted" if halted else "completed", exit_code=self.exit_code,
                                ended_at=time.time(), skipped_records=self.adapter.skipped_records(),
                                **outcomes.capture_end(self.envr.cwd))

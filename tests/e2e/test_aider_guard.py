@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from guard.ledger.scrub import scrub_argv
 from tests.fakes.openai_server import (
     FakeOpenAI,
     Script,
@@ -147,11 +148,18 @@ def test_runaway_session_halted_at_each_ceiling(world: World, ceiling: str, opti
     """Several messages, each answered with an edit that does not apply, so aider retries by
     itself: guard stops it at the ceiling, records why, exits 124 and leaves no aider behind."""
     script: Script = always_failing_edits("hello.py", delay=reply) if reply else always_failing_edits("hello.py")
-    # a step ceiling is held on the wire (the default meter): aider's own log comes too late for it
+    # a step ceiling is held on the wire (the default meter): aider's own log comes too late for it.
+    # Behind the proxy the upstream comes from aider's own settings (a --set-env of the base URL
+    # would go around the proxy and is refused), so the project's .env points at the fake.
     env = world.env(GUARD_METER="auto") if ceiling == "steps" else world.env()
     with FakeOpenAI(script) as fake:
+        args = world.aider_args(fake, "--no-pretty", "--no-fancy-input")
+        if ceiling == "steps":
+            i = args.index("--set-env")
+            del args[i:i + 2]
+            (world.repo / ".env").write_text(f"OPENAI_BASE_URL={fake.url}\n")
         proc = subprocess.run(
-            guard_cmd(*option, "aider", *world.aider_args(fake, "--no-pretty", "--no-fancy-input")),
+            guard_cmd(*option, "aider", *args),
             cwd=world.repo, env=env, input=MESSAGES, capture_output=True, text=True, timeout=120,
             check=False)
         served = fake.usage_totals(main_only=True)
@@ -203,7 +211,9 @@ def test_no_stream_ledger_equals_server_truth_and_aiders_cost(world: World) -> N
         truth["prompt_tokens"] * INPUT_PER_TOKEN + truth["output_tokens"] * OUTPUT_PER_TOKEN, abs=1e-6)
     # guard pointed aider's log at its run folder through the environment only: analytics stays
     # off and aider's settings in ~/.aider say nothing of guard
-    assert run["argv"] == world.aider_args(fake, "--no-pretty", "--no-fancy-input")
+    # the command line as given, minus what the ledger never keeps (paths, prompts, other values)
+    assert run["argv"] == scrub_argv(world.aider_args(fake, "--no-pretty", "--no-fancy-input"))
+    assert "--model-metadata-file" in run["argv"] and str(world.meta) not in run["argv"]
     settings = json.loads((world.home / ".aider" / "analytics.json").read_text())
     assert not settings.get("permanently_disable") and not settings.get("asked_opt_in")
     for f in (world.home / ".aider").rglob("*"):

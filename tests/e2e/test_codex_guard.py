@@ -37,8 +37,10 @@ MODES = ["native", "proxy", "auto"]
 
 def billed_as_sent(req: Any) -> Usage:
     """A bill a real tokenizer could give: the request's input at 4 bytes a token (the proxy's
-    estimate may not under-count that), and a long answer."""
-    return Usage(input_tokens=len(json.dumps(req.body)) // 4, output_tokens=20_000, reasoning_tokens=200)
+    estimate may not under-count that), and a long answer, cut at the request's allowance."""
+    cap = req.body.get("max_output_tokens")   # the API stops the answer at the allowance it was given
+    out = min(20_000, cap) if isinstance(cap, int) else 20_000
+    return Usage(input_tokens=len(json.dumps(req.body)) // 4, output_tokens=out, reasoning_tokens=min(200, out))
 SANDBOX = "[sandbox_workspace_write]\nexclude_slash_tmp = true\nexclude_tmpdir_env_var = true\n"
 TOKEN_KINDS = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens")
 

@@ -43,6 +43,8 @@ def test_an_old_open_home_is_tightened(tmp_path):
     home = tmp_path / "old-home"
     home.mkdir(mode=0o755)
     home.chmod(0o755)
+    (home / "ledger.db").touch(mode=0o644)
+    (home / "ledger.db").chmod(0o644)
     out = run_guard(home, "runs", "--json")
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(home.stat().st_mode) == 0o700

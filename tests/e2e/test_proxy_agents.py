@@ -127,6 +127,7 @@ def test_aider_makes_one_attempt_when_refused(tmp_path: Path) -> None:
                                  capture_output=True, text=True, timeout=180)
         finally:
             proxy.stop()
-    assert "$0.0010 task ceiling: $0.00 spent, the next request needs at least" in out.stdout + out.stderr
+    said = " ".join((out.stdout + out.stderr).split())   # aider wraps its output
+    assert "$0.0010 task ceiling: $0.00 spent, the next request needs at least" in said
     assert "Retrying" not in out.stdout + out.stderr
     assert fake.requests == [] and gate.refused == 1

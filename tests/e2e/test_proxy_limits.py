@@ -92,7 +92,7 @@ def test_an_idle_keep_alive_connection_is_dropped_but_a_slow_stream_is_not(proxy
     client = anthropic.Anthropic(base_url=proxy.client_env("run")["ANTHROPIC_BASE_URL"], api_key="k",
                                  max_retries=0)
     t0 = time.monotonic()
-    with client.messages.stream(model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as st:
+    with client.messages.stream(model=MODEL, max_tokens=4096, messages=[{"role": "user", "content": "hi"}]) as st:
         text = "".join(st.text_stream)
     # the stream lasted longer than both timeouts and came through whole
     assert text == "a b c d e f" and time.monotonic() - t0 > server.IDLE_TIMEOUT
