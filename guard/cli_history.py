@@ -118,7 +118,6 @@ def _day_start(text: str, flag: str) -> float:
 def prune_cmd(ctx: click.Context, before: str, dry_run: bool) -> None:
     """Drop raw events before a day; reports keep their figures (the rollups stay)."""
     from guard.history.maintenance import prune
-
     from guard.ledger import marker
 
     cutoff = _day_start(before, "--before")

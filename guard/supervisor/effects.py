@@ -33,6 +33,8 @@ from guard.ledger.records import Approval
 from guard.supervisor.prompt import PausePrompt
 from guard.supervisor.tree import ProcessTree
 
+STATE_EVERY = 0.05    # new spend reaches the state file at most this often
+
 
 @dataclass
 class Effects:
@@ -55,6 +57,8 @@ class Effects:
     warned: list[str] = field(default_factory=list)     # soft notices, repeated after the run
     shown: list[str] = field(default_factory=list)      # notices shown on a terminal's title
     prompt: PausePrompt | None = None
+    state_dirty: bool = False
+    _state_at: float = -1e9
 
     def __post_init__(self) -> None:
         self.prompt = PausePrompt(self.tty)
@@ -162,8 +166,15 @@ class Effects:
         if skipped:
             self.show_line(f"skipped {skipped} unreadable usage record(s)")
 
-    def write_state(self, totals: dict[str, Any], ceilings: list[Ceiling], halt: Any, paused: bool) -> None:
-        """What hooks and the status line read: the hooks refuse every tool call once halted."""
+    def write_state(self, totals: dict[str, Any], ceilings: list[Ceiling], halt: Any, paused: bool,
+                    soon: bool = False) -> None:
+        """What hooks and the status line read: the hooks refuse every tool call once halted.
+        `soon`: a change that may wait up to STATE_EVERY (it is written then, by the next call)."""
+        now = time.monotonic()
+        if soon and now - self._state_at < STATE_EVERY:
+            self.state_dirty = True
+            return
+        self._state_at, self.state_dirty = now, False
         state = {
             "run_id": self.run_id, "task": self.task, "totals": totals,
             "ceilings": [{"name": c.name, "limit": c.limit, "used": round(c.used, 6), "scope": c.scope}

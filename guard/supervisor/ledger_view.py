@@ -3,13 +3,14 @@ earlier runs, its halts, and the shared developer/team/line budgets of the curre
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from guard import budgets
 from guard.adapters.base import Adapter
 from guard.governor.events import Answer, Budget, Event, StopAsked
 from guard.governor.state import RunState
-from guard.ledger import Ledger
+from guard.ledger import Ledger, marker
 from guard.ledger.periods import format_reset
 from guard.plan import RunPlan
 from guard.usage import Totals
@@ -72,3 +73,16 @@ def controls(ledger: Ledger, run_id: str) -> list[Event]:
             raises = {k: float(v) for k, v in control.payload.get("raise", {}).items()}
             out.append(Answer("raise" if raises else "continue", by, raises))
     return out
+
+
+def close_run(ledger: Ledger, run_id: str, calls: int, said_estimated: bool, show: Callable[[str], None],
+              **fields: Any) -> None:
+    """The run's last record: its accuracy from the final merged calls (a late exact report
+    replaces an early estimate; a tool that said its figures are estimates stays so), and a word
+    if the agent deleted its own rows meanwhile (the figures guard saw are kept)."""
+    lost = marker.run_intact(ledger, run_id, calls)
+    if lost:
+        ledger.add_notice(run_id, "ledger-tampered", lost)
+        show(lost)
+    estimated = said_estimated or ledger.run_estimated_calls(run_id) > 0
+    ledger.update_run(run_id, accuracy="estimated" if estimated else "exact", **fields)

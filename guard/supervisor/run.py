@@ -1,9 +1,6 @@
-"""One supervised run, as a thin host around the decision core.
-
-Every decision is `decide(state, event, now)`; this loop only turns the world into events (cost
-signals, proxied requests, signals, keys at the pause prompt, `guard stop/resume` rows, time)
-and carries the actions out through `Effects`, the ledger first. Single-threaded but for the
-proxy's request threads, which only feed `Admit` events and wait for their verdict."""
+"""One supervised run, a thin host around the decision core: it turns the world (cost signals,
+proxied requests, signals, keys, `guard stop/resume`, time) into events for `decide` and carries
+the actions out through `Effects`, the ledger first."""
 from __future__ import annotations
 
 import os
@@ -28,7 +25,7 @@ from guard.governor.events import (
     Exited,
     Tick,
 )
-from guard.ledger import Ledger, marker, reservations
+from guard.ledger import Ledger, reservations
 from guard.ledger.offline import LedgerOffline
 from guard.ledger.records import RunRecord
 from guard.meter import Meter
@@ -223,6 +220,8 @@ class Supervisor:
             self._refresh_budgets()
         self._drain()
         self._feed(Tick())
+        if self.fx.state_dirty:
+            self._write_state(soon=True)
 
     def _refresh_budgets(self) -> None:
         self._due["budgets"] = time.monotonic() + BUDGET_INTERVAL
@@ -240,6 +239,8 @@ class Supervisor:
             self._refresh_budgets()   # others' spend, read where the decision needs it
         for event in mail.record(got, self.meter, self.ledger, self.run_id, self.fx.show):
             self._feed(event)
+        if got.events:
+            self._write_state(soon=True)
 
     def _controls(self) -> None:
         for event in ledger_view.controls(self.ledger, self.run_id):
@@ -267,9 +268,11 @@ class Supervisor:
     def _reap(self) -> None:
         reaper.reap_orphans({self.child.pid if self.child else -1, self.sentinel.pid if self.sentinel else -1})
 
-    def _write_state(self) -> None:
+    def _write_state(self, soon: bool = False) -> None:
+        """`soon`: new spend only (hooks and the status line show it), at most every 50 ms."""
         s = self.state
-        self.fx.write_state(self.meter.totals.as_dict(), s.ceilings(time.time()), s.halt, s.phase == "paused")
+        self.fx.write_state(self.meter.totals.as_dict(), s.ceilings(time.time()), s.halt, s.phase == "paused",
+                            soon)
 
     # -- the end --------------------------------------------------------------------------------
 
@@ -281,18 +284,11 @@ class Supervisor:
             reaper.dismiss_sentinel(self.sentinel)
         if self.state.budgets:
             reservations.release_run(self.ledger, self.run_id)
-        lost = marker.run_intact(self.ledger, self.run_id, self.meter.totals.calls)
-        if lost:   # the agent deleted its own rows: say it, and keep the figures guard saw
-            self.ledger.add_notice(self.run_id, "ledger-tampered", lost)
-            self.fx.show(lost)
         halted = self.state.halted
-        # exact only if every call's merged usage came from the provider (a late exact report
-        # replaces an early estimate) and the tool never said its own figures are estimates
-        estimated = self.state.estimated or self.ledger.run_estimated_calls(self.run_id) > 0
-        self.ledger.update_run(self.run_id, accuracy="estimated" if estimated else "exact")
-        self.ledger.update_run(self.run_id, status="halted" if halted else "completed", exit_code=self.exit_code,
-                               ended_at=time.time(), skipped_records=self.adapter.skipped_records(),
-                               **outcomes.capture_end(self.envr.cwd))
+        ledger_view.close_run(self.ledger, self.run_id, self.meter.totals.calls, self.state.estimated, self.fx.show,
+                              status="halted" if halted else "completed", exit_code=self.exit_code,
+                              ended_at=time.time(), skipped_records=self.adapter.skipped_records(),
+                              **outcomes.capture_end(self.envr.cwd))
         otel_export.export_run(self.ledger, self.run_id, self.envr.env)
         self._write_state()
         self.sink.close()
