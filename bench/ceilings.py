@@ -64,7 +64,8 @@ def claude_once(ceiling: float) -> dict[str, float]:
     config.mkdir()
     with FakeAnthropic(runaway) as fake:
         env = bench_env(root / "guard-home")
-        env.update(ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY="sk-ant-api03-bench-0123456789abcdefghij",
+        (root / "home").mkdir()
+        env.update(HOME=str(root / "home"), ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY="sk-ant-api03-bench-0123456789abcdefghij",
                    CLAUDE_CONFIG_DIR=str(config), CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
                    DISABLE_AUTOUPDATER="1", PATH=f"{Path(CLAUDE).parent}{os.pathsep}{os.environ['PATH']}")
         for k in ("ANTHROPIC_AUTH_TOKEN", "CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "OTEL_LOGS_EXPORTER"):

@@ -30,6 +30,10 @@ class ClaudeWorld:
     def env(self, **extra: str) -> dict[str, str]:
         env = guard_env(
             self.home,
+            # a HOME of the test's own: Claude Code's Bash tool sources the user's shell rc, where a
+            # `pyenv init` (rehash, with a lock) killed mid-way by a halt would stall every later
+            # test's shell for a minute
+            HOME=str(self.root / "user-home"),
             ANTHROPIC_BASE_URL=self.fake.url,
             ANTHROPIC_API_KEY=API_KEY,
             CLAUDE_CONFIG_DIR=str(self.config),
@@ -83,7 +87,7 @@ class ClaudeWorld:
 def make_world(tmp_path: Path, fake: FakeAnthropic) -> ClaudeWorld:
     w = ClaudeWorld(tmp_path, tmp_path / "guard-home", tmp_path / "claude-config", tmp_path / "project",
                     fake, claude_bin())
-    for d in (w.home, w.config, w.project):
+    for d in (w.home, w.config, w.project, w.root / "user-home"):
         d.mkdir(parents=True, exist_ok=True)
     return w
 
