@@ -316,6 +316,12 @@ class PostgresLedger(SqlLedger):
     def run_totals(self, run_id: str) -> Totals:
         return self._read("run_totals", (run_id,), {})  # type: ignore[no-any-return]
 
+    def run_estimated_calls(self, run_id: str) -> int:
+        return self._read("run_estimated_calls", (run_id,), {})  # type: ignore[no-any-return]
+
+    def run_event(self, run_id: str, key: str) -> tuple[UsageEvent, float, bool] | None:
+        return self._read("run_event", (run_id, key), {})  # type: ignore[no-any-return]
+
     def task_totals(self, task: str, exclude_run: str | None = None) -> Totals:
         return self.cached_totals(Query("task", (task,)), exclude_run)
 
