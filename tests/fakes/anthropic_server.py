@@ -25,10 +25,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, JsonHandler
 
 # --------------------------------------------------------------------------------------------
 # What a script returns
@@ -332,7 +331,7 @@ class FakeAnthropic(FakeServer):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+    def handler_base(self) -> type[JsonHandler]:
         return _Handler
 
     @property
@@ -397,12 +396,12 @@ class FakeAnthropic(FakeServer):
         return req, rep, served
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     server_fake: FakeAnthropic
+    request_id_header = "request-id"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        return _error(kind, message)
 
     # HEAD / and HEAD /api/hello: Claude Code's connectivity probes at startup
     def do_HEAD(self) -> None:
@@ -416,12 +415,8 @@ class _Handler(BaseHTTPRequestHandler):
             404, _error("not_found_error", f"no route {self.path}"))
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            self._json(400, _error("invalid_request_error", "body is not JSON"))
+        body = self.read_json()
+        if body is None:
             return
         path = self.path.split("?", 1)[0]
         if path == "/v1/messages/count_tokens":
@@ -447,37 +442,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writers --------------------------------------------------------------------------
 
-    def _json(self, status: int, obj: dict[str, Any], request_id: str | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if request_id:
-            self.send_header("request-id", request_id)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
     def _stream(self, req: Request, rep: Reply, served: Served) -> bool:
         """False when the script cut the stream (the client never gets the end)."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("request-id", served.request_id)
-        self.end_headers()
+        self.start_sse(served.request_id)
         events = _sse_events(req, rep, served)
         for event in events[:rep.cut_after]:
-            data = f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
+            self._chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
             if rep.chunk_delay:
                 time.sleep(rep.chunk_delay)
         if rep.cut_after is not None and rep.cut_after < len(events):
             self.close_connection = True
             return False
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        self.end_chunks()
         return True
 
 

@@ -3,6 +3,7 @@ daemon thread, the requests it got and the responses it served, and waits on the
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import threading
 import time
@@ -26,7 +27,7 @@ class FakeServer:
         self._thread: threading.Thread | None = None
         self.port = 0
 
-    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+    def handler_base(self) -> type[JsonHandler]:
         raise NotImplementedError
 
     def start(self) -> Self:
@@ -74,3 +75,53 @@ class FakeServer:
             self._cond.notify_all()
         if ok and self.on_served:
             self.on_served(served)
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """The HTTP side every fake shares: JSON bodies in, JSON or chunked SSE out, no access log."""
+
+    protocol_version = "HTTP/1.1"
+    request_id_header = "x-request-id"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass
+
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def read_json(self) -> Any | None:
+        """The request's JSON body; None after answering 400 when it is not JSON."""
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            return json.loads(raw or b"{}")
+        except ValueError:
+            self._json(400, self.error_body("invalid_request_error", "body is not JSON"))
+            return None
+
+    def _json(self, status: int, obj: dict[str, Any], request_id: str | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if request_id:
+            self.send_header(self.request_id_header, request_id)
+        self.end_headers()
+        self.wfile.write(data)
+        self.wfile.flush()
+
+    def start_sse(self, request_id: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header(self.request_id_header, request_id)
+        self.end_headers()
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+    def end_chunks(self) -> None:
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()

@@ -30,10 +30,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, JsonHandler
 
 # --------------------------------------------------------------------------------------------
 # What a script returns
@@ -307,7 +306,7 @@ class FakeOpenAI(FakeServer):
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+    def handler_base(self) -> type[JsonHandler]:
         return _Handler
 
     @property
@@ -380,12 +379,11 @@ class FakeOpenAI(FakeServer):
         return req, rep, served
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     server_fake: FakeOpenAI
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        return _error(kind, message)
 
     def do_GET(self) -> None:
         fake = self.server_fake
@@ -397,12 +395,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, _error("not_found", f"no route {self.path}"))
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            self._json(400, _error("invalid_request_error", "body is not JSON"))
+        body = self.read_json()
+        if body is None:
             return
         path = self.path.split("?", 1)[0]
         if path.endswith("/chat/completions"):
@@ -440,25 +434,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- writers --------------------------------------------------------------------------
 
-    def _json(self, status: int, obj: dict[str, Any], request_id: str | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if request_id:
-            self.send_header("x-request-id", request_id)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
     def _sse(self, events: list[tuple[str, dict[str, Any]]], rep: Reply, served: Served, done: bool) -> bool:
         """False when the script cut the stream (the client never gets the end)."""
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", served.request_id)
-        self.end_headers()
+        self.start_sse(served.request_id)
         for name, obj in events[:rep.cut_after]:
             head = f"event: {name}\n" if name else ""
             self._chunk(f"{head}data: {json.dumps(obj)}\n\n".encode())
@@ -469,13 +447,8 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         if done:
             self._chunk(b"data: [DONE]\n\n")
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+        self.end_chunks()
         return True
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:

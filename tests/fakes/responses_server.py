@@ -20,11 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from tests.fakes.base import FakeServer
+from tests.fakes.base import FakeServer, JsonHandler
 
 
 @dataclass(frozen=True)
@@ -141,7 +140,7 @@ class FakeResponses(FakeServer):
         self.bill_path = bill_path
         self.gets: list[str] = []          # every GET path (WebSocket attempts included)
 
-    def handler_base(self) -> type[BaseHTTPRequestHandler]:
+    def handler_base(self) -> type[JsonHandler]:
         return _Handler
 
     @property
@@ -196,12 +195,11 @@ class FakeResponses(FakeServer):
                 f.write(json.dumps(line) + "\n")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(JsonHandler):
     server_fake: FakeResponses
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        pass
+    def error_body(self, kind: str, message: str) -> dict[str, Any]:
+        return _error(kind, message)
 
     def do_GET(self) -> None:  # noqa: N802
         fake = self.server_fake
@@ -212,12 +210,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(status, _error("not_found", f"no route GET {self.path}"))
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            self._json(400, _error("invalid_request_error", "body is not JSON"))
+        body = self.read_json()
+        if body is None:
             return
         if not self.path.split("?", 1)[0].endswith("/responses"):
             self._json(404, _error("not_found", f"no route POST {self.path}"))
@@ -241,30 +235,11 @@ class _Handler(BaseHTTPRequestHandler):
                     fake._log_bill(served)
                 fake._finish(served, ok)
 
-    def _json(self, status: int, obj: dict[str, Any], request_id: str | None = None) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if request_id:
-            self.send_header("x-request-id", request_id)
-        self.end_headers()
-        self.wfile.write(data)
-        self.wfile.flush()
-
     def _sse(self, events: list[dict[str, Any]], served: Served) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("x-request-id", served.request_id)
-        self.end_headers()
+        self.start_sse(served.request_id)
         for obj in events:
-            data = f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode()
-            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-            self.wfile.flush()
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
+            self._chunk(f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n".encode())
+        self.end_chunks()
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
