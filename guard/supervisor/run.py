@@ -76,9 +76,9 @@ class Supervisor:
         self.exit_code: int | None = None
         self._due = {"poll": 0.0, "control": 0.0, "budgets": time.monotonic()}
         # loading prices takes a few hundred ms: overlap it with the start, but have it done before
-        # the agent's first call needs pricing (a late first decision lets a fast agent run on)
-        self._warm = threading.Thread(target=pricer.warm, name="guard-prices", daemon=True)
-        self._warm.start()
+        # the agent's first call needs pricing (a late first decision lets a fast agent run on).
+        # Not a daemon: one still loading at exit aborted the interpreter (SIGABRT, not exit 124).
+        self._warm = threading.Thread(target=pricer.warm, name="guard-prices")
 
     # -- the core ---------------------------------------------------------------------------
 
@@ -117,6 +117,7 @@ class Supervisor:
         if halt is not None:
             self.ledger.create_run(self._record(status="refused", halt=halt, ended_at=time.time()))
             raise Refused(halt.message)
+        self._warm.start()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         ctx = launch_env.context(self.state, self.run_id, self.envr, self.run_dir, self.fx.state_path,
                                  self.tool_args, self.options, self.wrapper_dirs, self.plan.meter)
