@@ -23,6 +23,7 @@ on it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -42,6 +43,7 @@ from _common import REPO, bench_env, pct
 from _load import busy_cores
 
 sys.path.insert(0, str(REPO))
+from guard.budgets import as_budget_policy  # noqa: E402
 from guard.dashboard.data import Range  # noqa: E402
 from guard.dashboard.server import Snapshots  # noqa: E402
 from guard.ledger.sqlite import SqliteLedger  # noqa: E402
@@ -52,6 +54,9 @@ from tests.ledger_fixture import make_ledger  # noqa: E402
 
 SMALL = 1000          # events in the baseline ledger
 SMALL_RUNS = 200      # enough for some halts: the exhaustion chart has data too
+# a team's budgets: /metrics then has the remaining budget of every developer and team
+POLICY = {"budgets": {"developer": {"day": 2000, "week": 8000, "month": 30000},
+                      "team": {"week": 50000, "month": 200000}}}
 DEADLINE = 300        # seconds a page or a dashboard may take before the bench gives up on it
 
 
@@ -129,8 +134,8 @@ def measure(browser: Any, big: str, small: str, rounds: int, snapshots: int = 1)
         ph.paint_small.append(paint_once(browser, small)[0])
         for _ in range(5):
             dt, ph.body = fetch(big + "metrics")
-            if b"guard_spend_usd_total" not in ph.body:
-                raise SystemExit("bench: /metrics has no guard_spend_usd_total")
+            if b"guard_spend_usd_total" not in ph.body or b"guard_budget_remaining_usd{" not in ph.body:
+                raise SystemExit("bench: /metrics lacks guard_spend_usd_total or guard_budget_remaining_usd")
             ph.metrics.append(dt)
             ph.health.append(fetch(big + "healthz")[0])
     return ph
@@ -148,7 +153,7 @@ def snapshot_costs(big: Path, small: Path, rounds: int) -> tuple[list[float], li
     out: tuple[list[float], list[float]] = ([], [])
     ledgers = [SqliteLedger(big), SqliteLedger(small)]
     try:
-        snaps = [Snapshots(led, Range(), None, 5.0) for led in ledgers]
+        snaps = [Snapshots(led, Range(), as_budget_policy(POLICY), 5.0) for led in ledgers]
         for _ in range(rounds):
             for snap, costs in zip(snaps, out, strict=True):
                 t = time.perf_counter()
@@ -229,6 +234,10 @@ def main() -> None:
     args = ap.parse_args()
     big_env, small_env = bench_env(), bench_env()
     big_home, small_home = Path(big_env["GUARD_HOME"]), Path(small_env["GUARD_HOME"])
+    for env, home in ((big_env, big_home), (small_env, small_home)):
+        (home / "config").mkdir(parents=True, exist_ok=True)
+        (home / "config" / "guard.yaml").write_text(json.dumps(POLICY))  # JSON is YAML
+        env["GUARD_CONFIG"] = str(home / "config" / "guard.yaml")
     cores = os.cpu_count() or 2
     try:
         t = time.perf_counter()
@@ -240,7 +249,8 @@ def main() -> None:
                                                               "SELECT COUNT(*) FROM run_usage"))
         shape.close()
         print(f"conditions: SQLite ledger of {args.events:,} events in {runs:,} runs ({rolled:,} run_usage rows), "
-              f"40 developers, 4 models, 3 tools, 4 runs going on; "
+              f"40 developers in 5 teams, 4 models, 3 tools, 4 runs going on; developer and team budgets "
+              f"(day/week/month); "
               f"baseline ledger of {SMALL:,} events in {SMALL_RUNS} runs; "
               f"{cores} cores, {'one busy loop per core added' if args.load else 'no load added'}, "
               f"load average {loadavg()}; medians of {args.rounds} interleaved rounds")
@@ -248,7 +258,7 @@ def main() -> None:
         with ExitStack() as stack:
             stack.enter_context(busy_cores(cores) if args.load else nullcontext())
             snap_big, snap_small = snapshot_costs(big_home / "ledger.db", small_home / "ledger.db", 3)
-            print(f"snapshot compute (every report of the month, /metrics counters): {args.events:,} events "
+            print(f"snapshot compute (every report of the month, /metrics counters, remaining budgets): {args.events:,} events "
                   f"median {pct(snap_big, 50):.2f} s, {SMALL:,} events median {pct(snap_small, 50) * 1000:.0f} ms "
                   f"(ratio {pct(snap_big, 50) / pct(snap_small, 50):.0f}x); no target: computed off the request path")
             big, started = stack.enter_context(dashboard(big_env, big_home))

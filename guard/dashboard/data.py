@@ -217,16 +217,27 @@ def fingerprint(ledger: SqlLedger) -> tuple[Any, ...]:
 def period_budgets(ledger: SqlLedger, policy: Any, people: Iterable[tuple[str, str | None]],
                    now: float | None = None) -> list[dict[str, Any]]:
     """Each developer and team ceiling of the current periods (from the budget policy), once per
-    scope and period, with what is left of it."""
+    scope and period, with what is left of it: `guard run`'s own figures (budgets.period_ceilings),
+    each scope's spend read once however many developers share it (a team's spend is the costly
+    read: every member's events in the period)."""
+    import dataclasses
+
     from guard import budgets
 
-    seen: set[tuple[str, str]] = set()
+    policy = budgets.as_budget_policy(policy)
+    seen: set[str] = set()
     out = []
     for dev, team in people:
-        for c in budgets.period_ceilings(ledger, budgets.Identity(developer=dev, team=team), policy, now):
-            if (c.scope, c.period) in seen:
-                continue
-            seen.add((c.scope, c.period))
+        new_dev = bool(policy.developer) and f"developer:{dev}" not in seen
+        new_team = bool(team and policy.team) and f"team:{team}" not in seen
+        if not (new_dev or new_team):
+            continue
+        # only the scopes not read yet: the others' limits left out of this call's policy
+        only = dataclasses.replace(policy, developer=policy.developer if new_dev else {},
+                                   team=policy.team if new_team else {})
+        ident = budgets.Identity(developer=dev, team=team if new_team else None)
+        for c in budgets.period_ceilings(ledger, ident, only, now):
+            seen.add(c.scope)
             kind, _, name = c.scope.partition(":")
             out.append({"scope": kind, "name": name, "period": c.period, "ceiling": c.name,
                         "remaining_usd": round(c.remaining, 6), "limit_usd": round(c.hard_limit, 6)})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from guard.dashboard.data import Range, fingerprint, history_view, live_runs, metric_totals
+from guard.dashboard.data import Range, fingerprint, history_view, live_runs, metric_totals, period_budgets
 from guard.history.maintenance import prune
 from guard.ledger.sqlite import SqliteLedger
 from guard.report.rollup import build_report, resolve_range
@@ -82,3 +82,29 @@ def test_a_run_without_calls_is_live_with_nothing_spent(tmp_path: Path) -> None:
     led._execute("DELETE FROM run_usage WHERE run_id = 'r0000000'")
     [run] = live_runs(led, tmp_path)
     assert run["spend_usd"] == 0 and run["tokens"] == 0 and run["remaining_usd"] == 5.0
+
+
+def test_period_budgets_read_each_scope_once_with_guard_runs_figures(ledger: SqliteLedger,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from guard import budgets
+
+    policy = budgets.as_budget_policy({"budgets": {"developer": {"month": 900.0, "day": 300.0},
+                                                   "team": {"month": 5000.0, "week": 2000.0}}})
+    now = time.time()
+    people = ledger._execute("SELECT DISTINCT developer, team FROM runs ORDER BY developer")
+    truth = {}
+    for dev, team in people:
+        for c in budgets.period_ceilings(ledger, budgets.Identity(developer=dev, team=team), policy, now):
+            truth[(c.scope, c.period)] = (round(c.remaining, 6), round(c.hard_limit, 6))
+    reads: list[str] = []
+    real = budgets.scope_totals
+
+    def counted(led: object, scope: str, *a: object, **kw: object) -> object:
+        reads.append(scope)
+        return real(led, scope, *a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(budgets, "scope_totals", counted)
+    got = period_budgets(ledger, policy, people, now)
+    assert {(f"{b['scope']}:{b['name']}", b["period"]): (b["remaining_usd"], b["limit_usd"]) for b in got} == truth
+    assert len(got) == len(truth) == len(reads) and len(set(reads)) * 2 == len(reads)
+    assert any(b["remaining_usd"] < b["limit_usd"] for b in got)
