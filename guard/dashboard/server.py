@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from guard.dashboard.data import MetricTotals, Range, history_view, live_runs, metric_totals, people, period_budgets
+from guard.dashboard.data import (MetricTotals, Range, fingerprint, history_view, live_runs, metric_totals, people,
+                                  period_budgets)
 from guard.dashboard.page import STATIC, render
 from guard.errors import UsageError
 from guard.ledger.records import iso
@@ -69,11 +70,7 @@ class Snapshots:
         self._thread: threading.Thread | None = None
 
     def fingerprint(self) -> tuple[Any, ...]:
-        rows = self.ledger._execute(
-            "SELECT (SELECT MAX(ts) FROM events), (SELECT COUNT(*) FROM runs), "
-            "(SELECT MAX(COALESCE(ended_at, started_at)) FROM runs), "
-            "(SELECT COUNT(*) FROM runs WHERE status IN ('running', 'paused'))")
-        return tuple(rows[0])
+        return fingerprint(self.ledger)
 
     def compute(self) -> Snapshot:
         started = time.monotonic()
@@ -99,8 +96,8 @@ class Snapshots:
         self._thread.start()
 
     def _loop(self) -> None:
-        # a busy ledger changes all the time: recompute at most a fifth of the time, so a scan
-        # over raw events (until the rollups) does not keep a core busy
+        # a busy ledger changes all the time: recompute at most a fifth of the time, so a large
+        # ledger's snapshot does not keep a core busy
         while not self._stop.wait(max(self.refresh, 4 * self._cost)):
             try:
                 # a new period (midnight, the 1st) changes the view without changing the ledger
