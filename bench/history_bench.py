@@ -156,8 +156,8 @@ def bench_import(mb: int, reps: int, with_ccusage: bool, tmp: Path) -> None:
         secs, out = timed(guard("import", "claude", str(tree / "projects"), "--json"), env)
         repeat.append(secs)
         repeat_cpu.append(LAST_CPU)
-    print(f"\n2. repeat import, nothing new: command {med(repeat):.3f} s (min {min(repeat):.3f}; cpu {med(repeat_cpu):.3f}; "
-          "python and guard's start included); target <= 0.2 s")
+    print(f"\n2. repeat import, nothing new: command {med(repeat):.3f} s (min {min(repeat):.3f}; "
+          f"cpu {med(repeat_cpu):.3f}; python and guard's start included); target <= 0.2 s")
     t = time.perf_counter()
     subprocess.run(guard("--version"), env=env, capture_output=True, cwd=REPO)
     print(f"   of which `guard --version` alone: {time.perf_counter() - t:.3f} s")
