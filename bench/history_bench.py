@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from _common import REPO
 from _common import bench_env as _bench_env

@@ -228,6 +228,8 @@ _HALTED = ("CASE WHEN r.status IN ('halted', 'refused') AND COALESCE(r.halt_ceil
 _FINISHED = ("CASE WHEN r.status NOT IN (" + ", ".join(f"'{s}'" for s in sorted(UNFINISHED))
              + f") AND r.accuracy <> '{IMPORTED}' THEN 1 ELSE 0 END")
 _IMPORTED = f"CASE WHEN r.accuracy = '{IMPORTED}' THEN 1 ELSE 0 END"
+# 0.0, not 0: a run without calls costs a float like the others
+_LEAN_SUMS = _SUMS.replace("COALESCE(SUM(u.cost_usd), 0)", "COALESCE(SUM(u.cost_usd), 0.0)")
 _LEAN_FIELDS = f"r.id, r.developer, {{key}}, r.started_at, {_HALTED}, {_FINISHED}, {_IMPORTED}"
 
 
@@ -277,11 +279,15 @@ def _lean_runs(ledger: SqlLedger, since: float, until: float, group_by: str, dev
     key = "NULL" if group_by in ("day", "developer_day") else f"r.{group_by}"
 
     def q2(led: SqlLedger) -> list[Any]:
-        return led._execute(f"SELECT {_LEAN_FIELDS.format(key=key)}, {_SUMS} FROM runs r LEFT JOIN run_usage u "
+        return led._execute(f"SELECT {_LEAN_FIELDS.format(key=key)}, {_LEAN_SUMS} FROM runs r LEFT JOIN run_usage u "
                             f"ON u.run_id = r.id AND u.calls > 0 WHERE {cond} GROUP BY r.id", params)
 
-    return [(r[0], r[1], r[2], float(r[3]), r[4], r[5], r[6], float(r[7]), int(r[8]), int(r[9]), int(r[10]),
-             int(r[11])) for r in _routed(ledger, q2, spool_ok=False)], {}
+    rows = _routed(ledger, q2, spool_ok=False)
+    if ledger.dialect == "sqlite":   # its rows are tuples of float and int already
+        return rows, {}
+    # PostgreSQL's SUM of integers is numeric (Decimal)
+    return [(r[0], r[1], r[2], float(r[3]), int(r[4]), int(r[5]), int(r[6]), float(r[7]), int(r[8]), int(r[9]),
+             int(r[10]), int(r[11])) for r in rows], {}
 
 
 def _from_rows(rows: Sequence[RunRow], group_by: str) -> tuple[list[_Lean], dict[str, dict[str, tuple[float, Kinds]]]]:
@@ -408,20 +414,23 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         group_dicts.sort(key=lambda d: (-d["spend_usd"], d["key"]))
 
     per_dev: dict[str, float] = defaultdict(float)
-    for r in runs:
+    halted = finished = imported = tokens = 0
+    for r in runs:    # one pass for all the totals
         per_dev[r[1]] += r[7]
+        halted += r[4]
+        finished += r[5]
+        imported += r[6]
+        tokens += r[8] + r[9] + r[10] + r[11]
     median = statistics.median(per_dev.values()) if per_dev else None
     if group_by == "developer" and median is not None:
         for d in group_dicts:
             d["vs_team_median"] = round(d["spend_usd"] / median, 4) if median > 0 else None
 
     all_costs = sorted(r[7] for r in runs)
-    halted = sum(r[4] for r in runs)
-    finished = sum(r[5] for r in runs)
     spend = sum(all_costs)
     totals = {
         "spend_usd": round(spend, 6),
-        "tokens": sum(r[8] + r[9] + r[10] + r[11] for r in runs),
+        "tokens": tokens,
         "runs": len(runs),
         "avg_usd": round(spend / len(runs), 6) if runs else 0.0,
         "p50_usd": round(percentile(all_costs, 50), 6),
@@ -430,7 +439,7 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         "finished_runs": finished,
         "exhaustion_rate": round(halted / finished, 4) if finished else 0.0,
         "exhaustion_formula": EXHAUSTION_FORMULA,
-        "imported_runs": sum(r[6] for r in runs),
+        "imported_runs": imported,
         "developers": len(per_dev),
     }
     best = heapq.nlargest(top, runs, key=lambda r: r[7])
