@@ -9,7 +9,6 @@ the ledger and not counted again.
 """
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -103,9 +102,17 @@ def _read_part(jobs: list[ReadJob]) -> _Part:
             parser.feed(rec)
         cursors.append((job.order, after))
     # each response at the time of its first line (in the reader, so it is done in parallel)
-    responses = {k: dataclasses.replace(ev, ts=first[k][3]) if k in first else ev
-                 for k, ev in parser.responses.items()}
+    responses = {k: _at(ev, first[k][3]) if k in first else ev for k, ev in parser.responses.items()}
     return _Part(responses, first, cursors, bad)
+
+
+def _at(ev: UsageEvent, ts: float) -> UsageEvent:
+    """`ev` at another time. The parser built and checked it already: copying its fields skips
+    dataclasses.replace's second __init__ and checks, once per response."""
+    out = object.__new__(UsageEvent)
+    out.__dict__.update(ev.__dict__)
+    out.__dict__["ts"] = ts
+    return out
 
 
 class ClaudeHistory:
@@ -154,6 +161,6 @@ class ClaudeHistory:
         for key, ev in self._events.items():
             _, session, cwd, ts = self._first.get(key, (0, "unknown", "", ev.ts))
             if ev.ts != ts:
-                ev = dataclasses.replace(ev, ts=ts)
+                ev = _at(ev, ts)
             out.append(Found(f"{RUN_PREFIX}claude-{session}", NAME, cwd, ev))
         return out

@@ -97,10 +97,12 @@ def observe(ledger: SqlLedger) -> Seen | None:
             rows = led._execute("SELECT value FROM ledger_meta WHERE key = 'identity'")
         runs = int(led._execute("SELECT COUNT(*) FROM runs")[0][0])
         events = int(led._execute("SELECT COUNT(*) FROM events")[0][0])
+        # the recent runs first, then their events counted: counting every run's events and
+        # keeping the last RECENT_RUNS read all of a large ledger's events at every open
         recent = {str(r[0]): int(r[1]) for r in led._execute(
-            "SELECT r.id, COUNT(e.key) FROM runs r LEFT JOIN events e ON e.run_id = r.id "
-            "WHERE r.started_at >= ? GROUP BY r.id, r.started_at ORDER BY r.started_at DESC LIMIT ?",
-            (time.time() - RECENT_SECONDS, RECENT_RUNS))}
+            "SELECT r.id, (SELECT COUNT(*) FROM events e WHERE e.run_id = r.id) FROM "
+            "(SELECT id, started_at FROM runs WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?) r "
+            "ORDER BY r.started_at DESC", (time.time() - RECENT_SECONDS, RECENT_RUNS))}
         return Seen(str(rows[0][0]), runs, events, dict(reversed(list(recent.items()))))
 
     routed = getattr(ledger, "routed", None)

@@ -5,13 +5,13 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from rich.table import Table
-
-from guard.output import console as make_console
 from guard.report.rollup import Report
 from guard.units import format_count, format_usd
+
+if TYPE_CHECKING:   # rich is imported by the tables only: `--json` and `--csv` never pay for it
+    from rich.table import Table
 
 GROUP_COLUMNS = ("key", "spend_usd", "tokens", "input_tokens", "output_tokens", "cache_write_tokens",
                  "cache_read_tokens", "runs", "avg_usd", "p50_usd", "p90_usd", "halted_runs",
@@ -39,6 +39,10 @@ _usd = format_usd
 
 
 def print_report(report: Report, out: IO[str] | None = None, width: int | None = None) -> None:
+    from rich.table import Table
+
+    from guard.output import console as make_console
+
     console = make_console(out, width)
     t = report.totals
     console.print(f"[bold]{report.label}[/bold] ({report.timezone}): {_usd(t['spend_usd'])} over "
@@ -75,6 +79,10 @@ def print_report(report: Report, out: IO[str] | None = None, width: int | None =
 
 def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],
                out: IO[str] | None = None, width: int | None = None) -> None:
+    from rich.table import Table
+
+    from guard.output import console as make_console
+
     console = make_console(out, width)
     table = Table(title=title, title_justify="left")
     for c in columns:
@@ -86,6 +94,8 @@ def print_rows(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
 
 def developer_day_table(report: Report) -> Table:
     """Developers down, days across: who spent what, when."""
+    from rich.table import Table
+
     days = sorted({g["day"] for g in report.groups})
     cells: dict[str, dict[str, float]] = {}
     for g in report.groups:

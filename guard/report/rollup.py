@@ -186,13 +186,7 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
                developer: str | None = None, team: str | None = None, tool: str | None = None) -> list[RunRow]:
     """The runs started in [since, until) with their usage, read from the run_usage rollup: one
     row per run (per run and model with `by_model`), however many events they hold."""
-    where = ["r.started_at >= ?", "r.started_at < ?"]
-    params: list[Any] = [since, until]
-    for col, val in (("developer", developer), ("team", team), ("tool", tool)):
-        if val is not None:
-            where.append(f"r.{col} = ?")
-            params.append(val)
-    cond = " AND ".join(where)
+    cond, params = _where(since, until, developer, team, tool)
 
     def q(led: SqlLedger) -> list[Any]:
         if by_model:   # one row per run and model: the run's figures are summed from them
@@ -225,6 +219,129 @@ def fetch_runs(ledger: SqlLedger, since: float, until: float, *, by_model: bool 
     return list(rows.values())
 
 
+# A run as the report aggregates it: (id, developer, group key, started_at, budget halted, finished,
+# imported, cost, input, output, cache write, cache read). Plain tuples: a report reads one per run.
+_Lean = tuple[str, str, Any, float, int, int, int, float, int, int, int, int]
+
+_HALTED = ("CASE WHEN r.status IN ('halted', 'refused') AND COALESCE(r.halt_ceiling, '') IN ("
+           + ", ".join(f"'{c}'" for c in sorted(BUDGET_CEILINGS)) + ") THEN 1 ELSE 0 END")
+_FINISHED = ("CASE WHEN r.status NOT IN (" + ", ".join(f"'{s}'" for s in sorted(UNFINISHED))
+             + f") AND r.accuracy <> '{IMPORTED}' THEN 1 ELSE 0 END")
+_IMPORTED = f"CASE WHEN r.accuracy = '{IMPORTED}' THEN 1 ELSE 0 END"
+# 0.0, not 0: a run without calls costs a float like the others
+_LEAN_SUMS = _SUMS.replace("COALESCE(SUM(u.cost_usd), 0)", "COALESCE(SUM(u.cost_usd), 0.0)")
+_LEAN_FIELDS = f"r.id, r.developer, {{key}}, r.started_at, {_HALTED}, {_FINISHED}, {_IMPORTED}"
+
+
+def _where(since: float, until: float, developer: str | None, team: str | None,
+           tool: str | None) -> tuple[str, list[Any]]:
+    where = ["r.started_at >= ?", "r.started_at < ?"]
+    params: list[Any] = [since, until]
+    for col, val in (("developer", developer), ("team", team), ("tool", tool)):
+        if val is not None:
+            where.append(f"r.{col} = ?")
+            params.append(val)
+    return " AND ".join(where), params
+
+
+def _lean_runs(ledger: SqlLedger, since: float, until: float, group_by: str, developer: str | None,
+               team: str | None, tool: str | None) -> tuple[list[_Lean], dict[str, dict[str, tuple[float, Kinds]]]]:
+    """The period's runs with only what the report needs, summed by the database from run_usage:
+    one row per run (per run and model for `model`), the group's column already picked."""
+    cond, params = _where(since, until, developer, team, tool)
+    if group_by == "model":
+        def q(led: SqlLedger) -> list[Any]:
+            return led._execute(
+                f"SELECT {_LEAN_FIELDS.format(key='u.model')}, u.cost_usd, u.input_tokens, u.output_tokens, "
+                "u.cache_write_tokens, u.cache_read_tokens FROM runs r LEFT JOIN run_usage u "
+                f"ON u.run_id = r.id AND u.calls > 0 WHERE {cond}", params)
+
+        runs: dict[str, list[Any]] = {}
+        models: dict[str, dict[str, tuple[float, Kinds]]] = {}
+        for r in _routed(ledger, q, spool_ok=False):
+            run = runs.get(r[0])
+            if run is None:
+                run = runs[r[0]] = [r[0], r[1], None, float(r[3]), r[4], r[5], r[6], 0.0, 0, 0, 0, 0]
+                models[r[0]] = {}
+            if r[2] is None:
+                continue
+            cost, i, o, cw, cr = float(r[7]), int(r[8]), int(r[9]), int(r[10]), int(r[11])
+            run[7] += cost
+            run[8] += i
+            run[9] += o
+            run[10] += cw
+            run[11] += cr
+            by = models[r[0]]
+            name = canonical_model(r[2])
+            c0, k0 = by.get(name, (0.0, (0, 0, 0, 0)))
+            by[name] = (c0 + cost, (k0[0] + i, k0[1] + o, k0[2] + cw, k0[3] + cr))
+        return [tuple(v) for v in runs.values()], models  # type: ignore[misc]
+    key = "NULL" if group_by in ("day", "developer_day") else f"r.{group_by}"
+
+    def q2(led: SqlLedger) -> list[Any]:
+        return led._execute(f"SELECT {_LEAN_FIELDS.format(key=key)}, {_LEAN_SUMS} FROM runs r LEFT JOIN run_usage u "
+                            f"ON u.run_id = r.id AND u.calls > 0 WHERE {cond} GROUP BY r.id", params)
+
+    rows = _routed(ledger, q2, spool_ok=False)
+    if ledger.dialect == "sqlite":   # its rows are tuples of float and int already
+        return rows, {}
+    # PostgreSQL's SUM of integers is numeric (Decimal)
+    return [(r[0], r[1], r[2], float(r[3]), int(r[4]), int(r[5]), int(r[6]), float(r[7]), int(r[8]), int(r[9]),
+             int(r[10]), int(r[11])) for r in rows], {}
+
+
+def _from_rows(rows: Sequence[RunRow], group_by: str) -> tuple[list[_Lean], dict[str, dict[str, tuple[float, Kinds]]]]:
+    lean: list[_Lean] = []
+    for r in rows:
+        key = None if group_by in ("model", "day", "developer_day") else getattr(r, group_by)
+        lean.append((r.id, r.developer, key, r.started_at, int(r.budget_halted), int(r.finished),
+                     int(r.accuracy == IMPORTED), r.cost, r.input_tokens, r.output_tokens,
+                     r.cache_write_tokens, r.cache_read_tokens))
+    return lean, ({r.id: r.by_model for r in rows} if group_by == "model" else {})
+
+
+class _Days:
+    """Local dates of timestamps, one zone lookup per quarter hour: every zone's offset is whole
+    quarter hours today; a quarter hour whose ends fall on two dates is looked up exactly."""
+
+    def __init__(self, z: Any) -> None:
+        self.z = z
+        self.cache: dict[int, str | None] = {}
+
+    def __call__(self, ts: float) -> str:
+        q = int(ts // 900)
+        day = self.cache.get(q, "")
+        if day == "":
+            a = datetime.fromtimestamp(q * 900, self.z).date()
+            b = datetime.fromtimestamp(q * 900 + 899.999, self.z).date()
+            day = self.cache[q] = a.isoformat() if a == b else None
+        return day if day is not None else datetime.fromtimestamp(ts, self.z).date().isoformat()
+
+
+def _group_dict(key: str, labels: dict[str, str] | None, acc: list[Any], costs: list[float]) -> dict[str, Any]:
+    """A group's figures, as Group.as_dict words them."""
+    spend, i, o, cw, cr, halted, finished = acc
+    costs.sort()
+    n = len(costs)
+    return {
+        "key": key,
+        **(labels or {}),
+        "spend_usd": round(spend, 6),
+        "tokens": i + o + cw + cr,
+        "input_tokens": i,
+        "output_tokens": o,
+        "cache_write_tokens": cw,
+        "cache_read_tokens": cr,
+        "runs": n,
+        "avg_usd": round(spend / n, 6) if n else 0.0,
+        "p50_usd": round(percentile(costs, 50), 6),
+        "p90_usd": round(percentile(costs, 90), 6),
+        "halted_runs": halted,
+        "finished_runs": finished,
+        "exhaustion_rate": round(halted / finished, 4) if finished else 0.0,
+    }
+
+
 def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str = "developer",
                  tz: str | None = None, label: str = "", top: int = 10,
                  developer: str | None = None, team: str | None = None,
@@ -234,49 +351,61 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
     if group_by not in GROUPS:
         raise ConfigError(f"--by {group_by}: not one of {', '.join(GROUPS)}")
     z = zone(tz)
+    by_id: dict[str, RunRow] = {}
     if fetched is None:
-        runs = fetch_runs(ledger, since, until, by_model=group_by == "model", developer=developer, team=team,
-                          tool=tool)
+        runs, models = _lean_runs(ledger, since, until, group_by, developer, team, tool)
     else:
-        runs = [r for r in fetched
-                if (developer is None or r.developer == developer) and (team is None or r.team == team)
-                and (tool is None or r.tool == tool)]
-    groups: dict[str, Group] = defaultdict(lambda: Group(""))
+        picked = [r for r in fetched
+                  if (developer is None or r.developer == developer) and (team is None or r.team == team)
+                  and (tool is None or r.tool == tool)]
+        by_id = {r.id: r for r in picked}
+        runs, models = _from_rows(picked, group_by)
 
-    def add(key: str, r: RunRow, cost: float, tokens: Kinds, labels: dict[str, str] | None = None) -> None:
-        g = groups[key]
-        g.key = key
-        if labels:
-            g.labels = labels
-        g.spend_usd += cost
-        g.input_tokens += tokens[0]
-        g.output_tokens += tokens[1]
-        g.cache_write_tokens += tokens[2]
-        g.cache_read_tokens += tokens[3]
-        if r.id not in g.run_costs:
-            g.halted += r.budget_halted
-            g.finished += r.finished
-        g.run_costs[r.id] = g.run_costs.get(r.id, 0.0) + cost
+    accs: dict[str, list[Any]] = {}
+    costs: dict[str, list[float]] = {}
+    labels: dict[str, dict[str, str]] = {}
+    day_of = _Days(z)
+    if group_by == "model":
+        for r in runs:
+            by = models.get(r[0]) or {"(no calls)": (0.0, (0, 0, 0, 0))}
+            for model, (cost, k) in by.items():
+                acc = accs.get(model)
+                if acc is None:
+                    acc = accs[model] = [0.0, 0, 0, 0, 0, 0, 0]
+                    costs[model] = []
+                acc[0] += cost
+                acc[1] += k[0]
+                acc[2] += k[1]
+                acc[3] += k[2]
+                acc[4] += k[3]
+                acc[5] += r[4]
+                acc[6] += r[5]
+                costs[model].append(cost)   # canonical names are distinct: one entry per run
+    else:
+        for r in runs:
+            if group_by == "day":
+                key = day_of(r[3])
+            elif group_by == "developer_day":
+                day = day_of(r[3])
+                key = f"{r[1]} {day}"
+                if key not in labels:
+                    labels[key] = {"developer": r[1], "day": day}
+            else:
+                key = str(r[2] or "(none)")
+            acc = accs.get(key)
+            if acc is None:
+                acc = accs[key] = [0.0, 0, 0, 0, 0, 0, 0]
+                costs[key] = []
+            acc[0] += r[7]
+            acc[1] += r[8]
+            acc[2] += r[9]
+            acc[3] += r[10]
+            acc[4] += r[11]
+            acc[5] += r[4]
+            acc[6] += r[5]
+            costs[key].append(r[7])
 
-    for r in runs:
-        kinds = (r.input_tokens, r.output_tokens, r.cache_write_tokens, r.cache_read_tokens)
-        if group_by == "model":
-            if not r.by_model:
-                add("(no calls)", r, 0.0, (0, 0, 0, 0))
-            for model, (cost, model_kinds) in r.by_model.items():
-                add(model, r, cost, model_kinds)
-            continue
-        if group_by == "developer_day":
-            day = datetime.fromtimestamp(r.started_at, z).date().isoformat()
-            add(f"{r.developer} {day}", r, r.cost, kinds, {"developer": r.developer, "day": day})
-            continue
-        if group_by == "day":
-            key = datetime.fromtimestamp(r.started_at, z).date().isoformat()
-        else:
-            key = getattr(r, group_by) or "(none)"
-        add(str(key), r, r.cost, kinds)
-
-    group_dicts = [g.as_dict() for g in groups.values()]
+    group_dicts = [_group_dict(k, labels.get(k), acc, costs[k]) for k, acc in accs.items()]
     if group_by == "day":
         group_dicts.sort(key=lambda d: d["key"])
     elif group_by == "developer_day":
@@ -285,20 +414,23 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         group_dicts.sort(key=lambda d: (-d["spend_usd"], d["key"]))
 
     per_dev: dict[str, float] = defaultdict(float)
-    for r in runs:
-        per_dev[r.developer] += r.cost
+    halted = finished = imported = tokens = 0
+    for r in runs:    # one pass for all the totals
+        per_dev[r[1]] += r[7]
+        halted += r[4]
+        finished += r[5]
+        imported += r[6]
+        tokens += r[8] + r[9] + r[10] + r[11]
     median = statistics.median(per_dev.values()) if per_dev else None
     if group_by == "developer" and median is not None:
         for d in group_dicts:
             d["vs_team_median"] = round(d["spend_usd"] / median, 4) if median > 0 else None
 
-    all_costs = sorted(r.cost for r in runs)
-    halted = sum(r.budget_halted for r in runs)
-    finished = sum(r.finished for r in runs)
+    all_costs = sorted(r[7] for r in runs)
     spend = sum(all_costs)
     totals = {
         "spend_usd": round(spend, 6),
-        "tokens": sum(r.tokens for r in runs),
+        "tokens": tokens,
         "runs": len(runs),
         "avg_usd": round(spend / len(runs), 6) if runs else 0.0,
         "p50_usd": round(percentile(all_costs, 50), 6),
@@ -307,15 +439,32 @@ def build_report(ledger: SqlLedger, since: float, until: float, *, group_by: str
         "finished_runs": finished,
         "exhaustion_rate": round(halted / finished, 4) if finished else 0.0,
         "exhaustion_formula": EXHAUSTION_FORMULA,
-        "imported_runs": sum(r.accuracy == IMPORTED for r in runs),
+        "imported_runs": imported,
         "developers": len(per_dev),
     }
-    top_runs = [
-        {"id": r.id, "developer": r.developer, "tool": r.tool, "task": r.task, "status": r.status,
-         "cost_usd": round(r.cost, 6), "tokens": r.tokens, "halt_ceiling": r.halt_ceiling,
-         "started_at": datetime.fromtimestamp(r.started_at, z).isoformat(timespec="seconds")}
-        for r in heapq.nlargest(top, runs, key=lambda r: r.cost)
-    ]
+    best = heapq.nlargest(top, runs, key=lambda r: r[7])
+    details = _run_details(ledger, [r[0] for r in best if r[0] not in by_id])
+    details.update({rid: (r.developer, r.tool, r.task, r.status, r.halt_ceiling, r.started_at)
+                    for rid, r in by_id.items()})
+    top_runs = []
+    for r in best:
+        dev, tool_, task, status, ceiling, started = details[r[0]]
+        top_runs.append({"id": r[0], "developer": dev, "tool": tool_, "task": task, "status": status,
+                         "cost_usd": round(r[7], 6), "tokens": r[8] + r[9] + r[10] + r[11],
+                         "halt_ceiling": ceiling,
+                         "started_at": datetime.fromtimestamp(started, z).isoformat(timespec="seconds")})
     return Report(since=since, until=until, label=label, timezone=str(z.key), group_by=group_by,
                   groups=group_dicts, totals=totals, top_runs=top_runs,
                   team_median_usd=round(median, 6) if median is not None else None)
+
+
+def _run_details(ledger: SqlLedger, ids: list[str]) -> dict[str, tuple[Any, ...]]:
+    """What the top runs list shows of a run, for the few runs it lists."""
+    if not ids:
+        return {}
+
+    def q(led: SqlLedger) -> list[Any]:
+        return led._execute("SELECT id, developer, tool, task, status, halt_ceiling, started_at FROM runs "
+                            f"WHERE id IN ({', '.join('?' * len(ids))})", ids)
+
+    return {r[0]: (r[1], r[2], r[3], r[4], r[5], float(r[6])) for r in _routed(ledger, q, spool_ok=False)}

@@ -67,8 +67,9 @@ def fetch_samples(ledger: SqlLedger, by: str, since: float, until: float) -> lis
             "COALESCE(SUM(u.cost_usd), 0), COALESCE(SUM(u.input_tokens + u.output_tokens + "
             "u.cache_write_tokens + u.cache_read_tokens), 0), COALESCE(SUM(u.steps), 0) "
             "FROM runs r LEFT JOIN run_usage u ON u.run_id = r.id "
-            "WHERE r.started_at >= ? AND r.started_at < ? GROUP BY r.id, r." + by + ", r.developer, "
-            "r.started_at, r.ended_at, r.status, r.halt_ceiling, r.accuracy", (since, until))
+            # by the primary key alone (the other columns depend on it): listing them made SQLite
+            # sort every run in a temporary tree, half the read
+            "WHERE r.started_at >= ? AND r.started_at < ? GROUP BY r.id", (since, until))
 
     out = []
     for g, dev, started, ended, status, ceiling, accuracy, usd, tokens, steps in _routed(ledger, q, spool_ok=False):

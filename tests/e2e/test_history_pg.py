@@ -19,6 +19,8 @@ from guard.ledger.postgres import PostgresLedger, _encode
 from guard.ledger.records import RunRecord
 from guard.pricing import Pricer
 from guard.report import build_report
+from guard.report.rollup import GROUPS, fetch_runs
+from guard.report.suggest import fetch_samples
 from tests.e2e.test_postgres_ledger import Relay, relay, relayed, wait_until  # noqa: F401
 from tests.pgtest import pg_schema
 from tests.rollup_check import random_writes, rollup_vs_raw
@@ -68,6 +70,16 @@ def test_import_into_postgres_and_refused_offline(pg_url: str, relay: Relay, tmp
     rep = build_report(led, 0, time.time() + 86400, group_by="developer").as_json()
     assert rep["totals"]["spend_usd"] == pytest.approx(result.usd, abs=1e-6)
     assert rep["totals"]["imported_runs"] == rep["totals"]["runs"] > 0
+    # every grouping's read, and suggest's, in PostgreSQL's SQL: the same totals as from fetch_runs' rows
+    rows = fetch_runs(led, 0, time.time() + 86400)
+    for by in GROUPS:
+        read = build_report(led, 0, time.time() + 86400, group_by=by).as_json()
+        given = build_report(led, 0, time.time() + 86400, group_by=by, fetched=rows).as_json()
+        assert read["groups"] == given["groups"]
+        assert sum(g["spend_usd"] for g in read["groups"]) == pytest.approx(result.usd, abs=1e-4)
+    for by in ("task", "tool", "developer"):
+        samples = fetch_samples(led, by, 0, time.time() + 86400)
+        assert len(samples) == rep["totals"]["runs"] and sum(s.usd for s in samples) == pytest.approx(result.usd)
     relay.cut()
     with pytest.raises(LedgerError, match="unreachable"):
         import_history(led, [(ClaudeHistory(), [tmp_path / "claude"])], ident, BulkPricer(Pricer()))

@@ -122,3 +122,21 @@ def test_suggest_output_pastes_into_config_and_policy(tmp_path: Path, monkeypatc
     assert policy.developer == sugg.limits and sugg.limits["day"] <= sugg.limits["month"]
     r = CliRunner().invoke(budget_suggest, ["--ledger", f"sqlite:{tmp_path / 'empty.db'}"], env=env)
     assert r.exit_code == 0 and r.output.startswith("# ") and "no finished runs" in r.output
+
+
+@pytest.mark.parametrize("by", ["developer", "team", "line", "tool", "task", "model", "day", "developer_day"])
+def test_the_database_summed_read_equals_the_per_run_rows(led: SqliteLedger, by: str) -> None:
+    """`guard report` reads runs summed by the database; the dashboard hands over fetch_runs' rows:
+    every grouping, filtered or not, gives the same report both ways."""
+    from guard.report.rollup import fetch_runs
+
+    add(led, "f", dev="dan", task="other", at=T0 + 2 * DAY - 1)            # a run without calls
+    add(led, "g", dev="dan", status="refused", halt="developer_usd", at=T0 + 2 * DAY,
+        calls=(("gpt-4o", 5, 5, 5, 5, 0.7), ("claude-haiku-4-5", 1, 1, 1, 1, 0.01)))
+    rows = fetch_runs(led, 0, T0 + 10 * DAY)
+    for filters in ({}, {"developer": "bob"}, {"tool": "claude"}, {"developer": "nobody"}):
+        read = build_report(led, 0, T0 + 10 * DAY, group_by=by, tz="Asia/Kathmandu", top=3, **filters).as_json()
+        given = build_report(led, 0, T0 + 10 * DAY, group_by=by, tz="Asia/Kathmandu", top=3, fetched=rows,
+                             **filters).as_json()
+        assert read == given
+        assert sum(g["runs"] for g in read["groups"]) >= read["totals"]["runs"]
