@@ -13,6 +13,7 @@ from typing import Any
 
 from guard.config import Settings
 from guard.governor.ceilings import TASK_CEILINGS, format_amount
+from guard.governor.stuck import StuckRule
 from guard.policy import STRICTNESS, effective_policy
 from guard.units import parse_usd
 
@@ -44,6 +45,7 @@ class RunPlan:
     min_output_tokens: int                    # the floor below which a request is not sent
     budgets_enabled: bool
     notices: tuple[str, ...] = ()             # one line per clamp
+    stuck_loop: StuckRule | None = None       # the tool section's `stuck_loop` (None: off)
     sources: dict[str, str] = field(default_factory=dict)
 
     def limit_values(self) -> dict[str, float]:
@@ -90,7 +92,8 @@ def build_plan(settings: Settings, tool: str, interactive: bool,
         soft_threshold=float(settings.soft_threshold), grace=float(settings.grace),
         meter=meter_mode(settings.meter, tool), min_output_tokens=int(settings.min_output_tokens),
         budgets_enabled=bool(settings.budgets or settings.policy or settings.lines),
-        notices=tuple(notices), sources={k: settings.source(k) for k in settings.values})
+        notices=tuple(notices), sources={k: settings.source(k) for k in settings.values},
+        stuck_loop=StuckRule.from_options(dict(settings.get(tool) or {})))
 
 
 def _kind(key: str) -> str:
