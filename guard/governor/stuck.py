@@ -79,8 +79,6 @@ def on_result(rule: StuckRule, loops: Loops, ev: ToolResult) -> str | None:
     return None
 
 
-def _fire(loops: Loops, message: str) -> str | None:
-    if loops.fired:
-        return None
-    loops.fired = True
+def _fire(loops: Loops, message: str) -> str:
+    loops.fired = True   # once: the core feeds no more calls after this
     return f"stuck loop: {message}"
