@@ -103,3 +103,15 @@ def test_a_miss_after_expiry_still_calibrates_but_predicts_no_reads() -> None:
     p.observe_usage(seen, _usage(10, read=0, write=75_000), now=1.0)
     late, _ = p.refine(_est(110_000), req("task"), 330_000, now=1.0 + 301)
     assert late.input_tokens == 85_010 and late.cache_read_tokens == 0
+
+
+def test_admission_prices_the_predicted_reads_and_the_calibrated_tier() -> None:
+    from guard.supervisor.launch_env import request_cost
+
+    pr = Pricer()
+    cold = request_cost(pr, Estimate("claude-sonnet-4-5", 250_000, 32_000, 1.25), False)
+    warm = request_cost(pr, Estimate("claude-sonnet-4-5", 150_000, 32_000, 1.25, cache_read_tokens=140_000), False)
+    # 250k estimated tokens are past the 200k tier: input and output at its rates
+    assert cold.input_usd == pytest.approx(250_000 * 7.5e-6) and cold.usd_per_output == pytest.approx(22.5e-6)
+    assert warm.input_usd == pytest.approx(10_000 * 3.75e-6 + 140_000 * 0.3e-6)
+    assert warm.usd_per_output == pytest.approx(15e-6)
