@@ -55,6 +55,13 @@ class RunPlan:
         return {k: v.source for k, v in self.limits.items()}
 
 
+def stricter_offline(plan: RunPlan, ledger_policy: str) -> str:
+    """The ledger's own `offline` (config, GUARD_LEDGER_OFFLINE) or the plan's, whichever is
+    stricter: the plan carries the team policy's maximum, which the ledger was opened without."""
+    order = STRICTNESS["offline"]
+    return min((plan.offline, ledger_policy), key=lambda p: order.index(p) if p in order else -1)
+
+
 def meter_mode(setting: str, tool: str) -> str:
     if setting == "auto":
         return "proxy" if tool in AUTO_PROXY_TOOLS else "native"
