@@ -37,6 +37,8 @@ Decision table (one replay test per row: tests/unit/test_decide.py):
 |    |                       | `failing`x, no success between |                                                    |
 | 28 | stuck_loop off, or    | ToolCall / ToolResult          | - (not counted)                                    |
 |    | a halt in force       |                                |                                                    |
+| 29 | any                   | LedgerUnreachable (`offline`   | halt `ledger_offline` the configured way           |
+|    |                       | gave no figure: offline.py)    |                                                    |
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ from guard.governor.events import (
     Freeze,
     Grant,
     Hold,
+    LedgerUnreachable,
     MarkEstimated,
     Notify,
     PriceUnknown,
@@ -221,6 +224,11 @@ def _adapter_failed(s: RunState, ev: AdapterFailed, now: float, out: list[Action
 def _adapter_halt(s: RunState, ev: AdapterHalt, now: float, out: list[Action]) -> None:
     if s.halt is None and not s.halted:
         _halt(s, now, out, Halt(ev.ceiling, 0, 0, s.on_limit, f"halted at step {_step(s)}: {ev.message}"))
+
+
+def _ledger_unreachable(s: RunState, ev: LedgerUnreachable, now: float, out: list[Action]) -> None:
+    if s.halt is None and not s.halted:
+        _halt(s, now, out, Halt("ledger_offline", 0, 0, s.on_limit, f"halted at step {_step(s)}: {ev.message}"))
 
 
 def _watching(s: RunState) -> bool:
@@ -402,7 +410,7 @@ def _stop_asked(s: RunState, ev: StopAsked, now: float, out: list[Action]) -> No
 
 _HANDLERS = {
     Tick: _tick, Spent: _spent, Budgets: _budgets, AdapterFailed: _adapter_failed,
-    AdapterHalt: _adapter_halt, ToolCall: _tool_call, ToolResult: _tool_result, PriceUnknown: _price_unknown,
+    AdapterHalt: _adapter_halt, LedgerUnreachable: _ledger_unreachable, ToolCall: _tool_call, ToolResult: _tool_result, PriceUnknown: _price_unknown,
     Admit: _admit, Settled: _settled, SharedRefused: _shared_refused, ClientGone: _client_gone, Answer: _answer,
     StopAsked: _stop_asked, Exited: _exited,
 }

@@ -68,6 +68,14 @@ class AdapterHalt:
 
 
 @dataclass(frozen=True)
+class LedgerUnreachable:
+    """The shared ledger cannot give a figure a ceiling needs: the offline policy's rule
+    (guard.governor.offline) gave none."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class ToolCall:
     """The agent asked for a tool call (seen in a transcript or on the wire); the core decides
     whether calls like it make a stuck loop (guard.governor.stuck)."""
@@ -152,7 +160,7 @@ class Exited:
     code: int
 
 
-Event = (Tick | Spent | Budgets | AdapterFailed | AdapterHalt | ToolCall | ToolResult | PriceUnknown | Admit
+Event = (Tick | Spent | Budgets | AdapterFailed | AdapterHalt | LedgerUnreachable | ToolCall | ToolResult | PriceUnknown | Admit
          | Settled | SharedRefused | ClientGone | Answer | StopAsked | Exited)
 
 # -- actions --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from guard.governor.events import (
     Freeze,
     Grant,
     Hold,
+    LedgerUnreachable,
     MarkEstimated,
     Notify,
     PriceUnknown,
@@ -39,6 +40,7 @@ from guard.governor.events import (
     ToolResult,
     WindDown,
 )
+from guard.governor.offline import offline_figure
 from guard.governor.stuck import StuckRule
 from guard.usage import Totals
 
@@ -448,3 +450,35 @@ def test_stuck_rule_from_a_tools_options() -> None:
     assert StuckRule.from_options({"stuck_loop": True}) == StuckRule()
     assert StuckRule.from_options({"stuck_loop": False}) is None
     assert StuckRule.from_options({"stuck_loop": {"enabled": False}}) is None
+
+
+# -- row 29: the shared ledger unreachable, and the `offline` rule behind it ----------------------
+
+
+def test_row29_an_unreachable_ledger_halts_the_configured_way_once() -> None:
+    words = "ledger pg is unreachable and the offline policy is refuse: no new spend is admitted"
+    s, out = replay(state(on_limit="pause"), LedgerUnreachable(words))
+    assert kinds(out) == ["RecordHalt", "Freeze", "AskUser"]
+    assert s.halt is not None and s.halt.ceiling == "ledger_offline" and words in s.halt.message
+    _, out = replay(s, LedgerUnreachable(words))
+    assert out == []
+
+
+KNOWN, LOCAL = Totals(cost_usd=3.0, calls=3), Totals(cost_usd=0.5, calls=1)
+
+
+@pytest.mark.parametrize(("policy", "known", "shared", "figure"), [
+    ("last-known", KNOWN, True, 3.5),       # the last shared figure plus this machine's since
+    ("allow", KNOWN, True, 3.5),
+    ("allow", None, True, 0.5),             # never read here: counts 0 beside this machine's
+    ("last-known", None, True, "never read"),   # fail closed
+    ("refuse", KNOWN, True, "policy is refuse"),
+    ("refuse", None, False, 0.5),           # a task's own figure: this machine's
+    ("refuse", KNOWN, False, 3.5),
+])
+def test_the_offline_rule(policy: str, known: Totals | None, shared: bool, figure: float | str) -> None:
+    got = offline_figure(policy, known, LOCAL, shared)
+    if isinstance(figure, str):
+        assert isinstance(got, str) and figure in got
+    else:
+        assert not isinstance(got, str) and got.cost_usd == figure
