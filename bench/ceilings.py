@@ -1,13 +1,14 @@
 """Does a ceiling mean what it says? Real Claude Code and real aider in runaway loops against the
 fake servers, on the default meter (the proxy in front), judged by the server's own bill.
 
-For Claude Code at each USD ceiling: the bill (never above the ceiling), what was left unused
+For Claude Code at each USD ceiling, with the fake billing no prompt cache and billing one the way
+Anthropic does (the prefix a previous request cached is read at a tenth of the input rate): the bill (never above the ceiling), what was left unused
 (at most two of the run's median responses), the requests sent with a lowered output allowance,
 and Claude Code's continuation requests after a cut answer, with their cost. For aider: a 3-step
 ceiling, N runs, the most calls any run got served. Then the decision core's admission time, with
 a shared developer ceiling reserved in a real SQLite ledger.
 
-    python3 bench/ceilings.py [--usd 0.5,1,2,10] [--aider-runs 20] [--load]
+    python3 bench/ceilings.py [--usd 0.5,1,2,10] [--cache off,on] [--aider-runs 20] [--load]
 
 --load keeps both cores busy with busy loops of the bench's own while it measures.
 """
@@ -47,22 +48,51 @@ def busy_loops(n: int) -> list[subprocess.Popen[bytes]]:
 # -- Claude Code ------------------------------------------------------------------------------
 
 
-def runaway(req: Request):  # type: ignore[no-untyped-def]
+class Runaway:
     """Every turn a long answer (8,000 tokens of text) and one more Bash call. The input billed is
-    what the request's size says at 4 bytes a token (real tokenizers: 3.5 to 4.5)."""
-    usage = Usage(input_tokens=len(json.dumps(req.body)) // 4, output_tokens=8000)
-    if "Bash" not in req.tool_names:
-        return reply(Text("A title."), usage=Usage(input_tokens=len(json.dumps(req.body)) // 4, output_tokens=20))
-    return reply(Text("Working on it. " * 2000), ToolUse("Bash", {"command": f"true {req.n}", "description": "loop"}),
-                 usage=usage)
+    what the request's size says at 4 bytes a token (real tokenizers: 3.5 to 4.5).
+
+    `cache`: a request with cache breakpoints reads from the cache the longest prompt prefix an
+    earlier request left there in the last 5 minutes and writes the rest (Anthropic's rule, on
+    bytes: tools, system and messages in order, breakpoints left out)."""
+
+    def __init__(self, cache: bool) -> None:
+        self.cache = cache
+        self.cached: list[tuple[str, float]] = []
+
+    def usage(self, req: Request, output_tokens: int) -> Usage:
+        size = len(json.dumps(req.body)) // 4
+        if not self.cache or "cache_control" not in json.dumps(req.body):
+            return Usage(input_tokens=size, output_tokens=output_tokens)
+        prompt = json.dumps(_unmarked([req.body.get("tools"), req.body.get("system"), req.body.get("messages")]))
+        now = time.monotonic()
+        self.cached = [(p, t) for p, t in self.cached if now - t <= 300]
+        hit = max((len(os.path.commonprefix([p, prompt])) for p, _ in self.cached), default=0)
+        self.cached = [*self.cached[-7:], (prompt, now)]
+        read = min(size, hit // 4)
+        return Usage(input_tokens=0, output_tokens=output_tokens, cache_write_5m=size - read, cache_read=read)
+
+    def __call__(self, req: Request):  # type: ignore[no-untyped-def]
+        if "Bash" not in req.tool_names:
+            return reply(Text("A title."), usage=self.usage(req, 20))
+        return reply(Text("Working on it. " * 2000),
+                     ToolUse("Bash", {"command": f"true {req.n}", "description": "loop"}), usage=self.usage(req, 8000))
 
 
-def claude_once(ceiling: float) -> dict[str, float]:
+def _unmarked(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
+
+
+def claude_once(ceiling: float, cache: bool) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix="guard-ceilings-"))
     project, config = root / "project", root / "claude-config"
     project.mkdir()
     config.mkdir()
-    with FakeAnthropic(runaway) as fake:
+    with FakeAnthropic(Runaway(cache)) as fake:
         env = bench_env(root / "guard-home")
         (root / "home").mkdir()
         env.update(HOME=str(root / "home"), ANTHROPIC_BASE_URL=fake.url, ANTHROPIC_API_KEY="sk-ant-api03-bench-0123456789abcdefghij",
@@ -82,7 +112,9 @@ def claude_once(ceiling: float) -> dict[str, float]:
                 continue
             usd = PRICER.price(UsageEvent(key=str(s.n), source="bill", model=s.model,
                                           input_tokens=s.usage.input_tokens,
-                                          output_tokens=s.usage.output_tokens)).usd
+                                          output_tokens=s.usage.output_tokens,
+                                          cache_write_tokens=s.usage.cache_write,
+                                          cache_read_tokens=s.usage.cache_read)).usd
             costs.append(usd)
             req = requests.get(s.n)
             if req is not None and CONTINUATION in req.last_user_text:
@@ -161,6 +193,7 @@ def admission_times(n: int = 2000) -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--usd", default="0.5,1,2,10")
+    ap.add_argument("--cache", default="off,on", help="the fake bills no prompt cache (off), one (on)")
     ap.add_argument("--aider-runs", type=int, default=20)
     ap.add_argument("--load", action="store_true", help="keep both cores busy while measuring")
     a = ap.parse_args()
@@ -168,13 +201,13 @@ def main() -> None:
     try:
         print(f"conditions: default meter (proxy in front), {'both cores busy' if a.load else 'no added load'}")
         print("Claude Code 2.1.330, runaway Bash loop, 8,000-token answers, Sonnet 4.5 prices, the fake's bill:")
-        print(f"{'ceiling':>8} {'bill':>8} {'ledger':>8} {'unused':>8} {'2 x median':>10} {'calls':>6} "
+        print(f"{'cache':>5} {'ceiling':>8} {'bill':>8} {'ledger':>8} {'unused':>8} {'2 x median':>10} {'calls':>6} "
               f"{'lowered':>8} {'continuations':>14} {'exit':>5}")
-        for usd in (float(x) for x in a.usd.split(",")):
-            r = claude_once(usd)
+        for cache, usd in ((c, float(x)) for c in a.cache.split(",") for x in a.usd.split(",")):
+            r = claude_once(usd, cache == "on")
             unused = r["ceiling"] - r["bill"]
             verdict = "ok" if r["bill"] <= r["ceiling"] + 1e-9 and unused <= 2 * r["median"] + 1e-9 else "MISSED"
-            print(f"{r['ceiling']:>8.2f} {r['bill']:>8.4f} {r['ledger']:>8.4f} {unused:>8.4f} {2 * r['median']:>10.4f} "
+            print(f"{cache:>5} {r['ceiling']:>8.2f} {r['bill']:>8.4f} {r['ledger']:>8.4f} {unused:>8.4f} {2 * r['median']:>10.4f} "
                   f"{r['calls']:>6} {r['lowered']:>8} {r['continuations']:>5} (${r['continuation_usd']:.4f}) "
                   f"{r['exit']:>5}  {verdict}")
         if a.aider_runs:

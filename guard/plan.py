@@ -13,6 +13,7 @@ from typing import Any
 
 from guard.config import Settings
 from guard.governor.ceilings import TASK_CEILINGS, format_amount
+from guard.governor.stuck import StuckRule
 from guard.policy import STRICTNESS, effective_policy
 from guard.units import parse_usd
 
@@ -44,6 +45,7 @@ class RunPlan:
     min_output_tokens: int                    # the floor below which a request is not sent
     budgets_enabled: bool
     notices: tuple[str, ...] = ()             # one line per clamp
+    stuck_loop: StuckRule | None = None       # the tool section's `stuck_loop` (None: off)
     sources: dict[str, str] = field(default_factory=dict)
 
     def limit_values(self) -> dict[str, float]:
@@ -51,6 +53,13 @@ class RunPlan:
 
     def limit_sources(self) -> dict[str, str]:
         return {k: v.source for k, v in self.limits.items()}
+
+
+def stricter_offline(plan: RunPlan, ledger_policy: str) -> str:
+    """The ledger's own `offline` (config, GUARD_LEDGER_OFFLINE) or the plan's, whichever is
+    stricter: the plan carries the team policy's maximum, which the ledger was opened without."""
+    order = STRICTNESS["offline"]
+    return min((plan.offline, ledger_policy), key=lambda p: order.index(p) if p in order else -1)
 
 
 def meter_mode(setting: str, tool: str) -> str:
@@ -90,7 +99,8 @@ def build_plan(settings: Settings, tool: str, interactive: bool,
         soft_threshold=float(settings.soft_threshold), grace=float(settings.grace),
         meter=meter_mode(settings.meter, tool), min_output_tokens=int(settings.min_output_tokens),
         budgets_enabled=bool(settings.budgets or settings.policy or settings.lines),
-        notices=tuple(notices), sources={k: settings.source(k) for k in settings.values})
+        notices=tuple(notices), sources={k: settings.source(k) for k in settings.values},
+        stuck_loop=StuckRule.from_options(dict(settings.get(tool) or {})))
 
 
 def _kind(key: str) -> str:

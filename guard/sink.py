@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from guard.usage import UsageEvent
 
@@ -17,6 +18,7 @@ class Mail:
     accuracy: str | None
     settles: list[tuple[str, str | None]]
     notes: list[tuple[str, str]]
+    tools: list[Any]
 
 
 class Sink:
@@ -30,6 +32,7 @@ class Sink:
         self.accuracy: str | None = None
         self.notes: list[tuple[str, str]] = []
         self.settles: list[tuple[str, str | None]] = []   # proxied requests done: (request id, shared reservation)
+        self.tools: list[Any] = []       # ToolCall / ToolResult, for the core's stuck-loop rule
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
@@ -61,6 +64,11 @@ class Sink:
             self.halts.append((ceiling, message))
         self.wake()
 
+    def tool(self, event: Any) -> None:
+        with self._lock:
+            self.tools.append(event)
+        self.wake()
+
     def set_accuracy(self, accuracy: str) -> None:
         with self._lock:
             self.accuracy = accuracy
@@ -79,8 +87,9 @@ class Sink:
         except BlockingIOError:
             pass
         with self._lock:
-            out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes)
+            out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes, self.tools)
             self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []
+            self.tools = []
         return out
 
     def close(self) -> None:

@@ -57,6 +57,10 @@ class EventSink(Protocol):
     def halt(self, ceiling: str, message: str) -> None:
         """The adapter saw something that must stop the run (e.g. a stuck loop)."""
 
+    def tool(self, event: Any) -> None:
+        """A ToolCall or ToolResult the agent made (guard.governor.events): the decision core
+        tells a stuck loop from them."""
+
     def set_accuracy(self, accuracy: str) -> None:
         """'exact' or 'estimated': how trustworthy this run's figures are."""
 

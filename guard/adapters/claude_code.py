@@ -1,5 +1,5 @@
 """Claude Code under guard: launch with guard's hooks and status line, meter from the session
-transcripts (plus OpenTelemetry where the user does not export it), detect stuck loops.
+transcripts (plus OpenTelemetry where the user does not export it), report its tool calls.
 
 Signals, in the order they usually arrive for one API response:
 1. the OTLP `claude_code.api_request` log event (every OTEL_LOGS_EXPORT_INTERVAL),
@@ -41,8 +41,7 @@ from guard.adapters.claude_launch import (
 from guard.adapters.claude_transcript import (
     History,
     SessionGate,
-    StuckLoopConfig,
-    StuckLoopDetector,
+    ToolCalls,
     TranscriptParser,
     encode_project_dir,
 )
@@ -82,7 +81,7 @@ class ClaudeCodeAdapter(Adapter):
         self.parser = TranscriptParser(lambda ev: self._outbox.append(("emit", (ev,))))
         self.gate = SessionGate(self._record)
         self.history = History()
-        self.detector: StuckLoopDetector | None = None
+        self.tools = ToolCalls(lambda ev: self._outbox.append(("tool", (ev,))))
 
     # -- launch ---------------------------------------------------------------------------
 
@@ -180,11 +179,6 @@ class ClaudeCodeAdapter(Adapter):
             JsonlFollower(self.transcript_root, "*.jsonl", self._on_line, recursive=True, from_start=False),
             JsonlFollower(ctx.run_dir, self.sessions_file.name, self._on_session, from_start=True),
         ]
-        stuck = StuckLoopConfig.from_options(ctx.options)
-        if stuck is not None:
-            self.detector = StuckLoopDetector(
-                stuck, lambda m: self._outbox.append(("halt", ("stuck_loop", f"stuck loop: {m}")))
-            )
         return Launch([exe, *extra, *user_args], env)
 
     # -- watching -------------------------------------------------------------------------
@@ -255,8 +249,7 @@ class ClaudeCodeAdapter(Adapter):
         if not self.history.is_new(obj):
             return
         self.parser.feed(obj)
-        if self.detector is not None:
-            self.detector.feed(obj)
+        self.tools.feed(obj)
 
     def _sendone(self, ev: UsageEvent) -> None:
         if self._sink is None:
@@ -297,8 +290,8 @@ class ClaudeCodeAdapter(Adapter):
         else:
             self._sink.notice(key, message)
 
-    def _halt(self, ceiling: str, message: str) -> None:
+    def _tool(self, ev: Any) -> None:
         if self._sink is None:
-            self._later("halt", (ceiling, message))
+            self._later("tool", (ev,))
         else:
-            self._sink.halt(ceiling, message)
+            self._sink.tool(ev)

@@ -1,4 +1,4 @@
-"""Claude Code transcripts -> UsageEvents, and stuck-loop detection. Pure: no files, no threads.
+"""Claude Code transcripts -> UsageEvents and tool calls. Pure: no files, no threads.
 
 A transcript line is one content block of one API response; a response written as three lines
 (thinking, text, tool_use) carries the same usage three times. One response is one event, keyed
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from guard.governor.events import ToolCall, ToolResult
 from guard.usage import UsageEvent, from_anthropic_usage
 
 SOURCE = "transcript"
@@ -198,24 +199,7 @@ def _with_steps(ev: UsageEvent, steps: int) -> UsageEvent:
 
 
 # --------------------------------------------------------------------------------------------
-# Stuck loops
-
-
-@dataclass(frozen=True)
-class StuckLoopConfig:
-    repeat: int = 5      # the same tool call (name and input) this many times in a row
-    failing: int = 3     # the same Bash command failing this many times (no success between)
-
-    @classmethod
-    def from_options(cls, options: dict[str, Any]) -> StuckLoopConfig | None:
-        raw = options.get("stuck_loop", {})
-        if raw is False or raw is None:
-            return None
-        if not isinstance(raw, dict):
-            return cls()
-        if raw.get("enabled") is False:
-            return None
-        return cls(repeat=int(raw.get("repeat", cls.repeat)), failing=int(raw.get("failing", cls.failing)))
+# Tool calls (the decision core tells a stuck loop from them: guard.governor.stuck)
 
 
 # Free-text fields the model rewords from one try to the next: not part of what the call does.
@@ -229,25 +213,12 @@ def call_fingerprint(name: str, tool_input: Any) -> str:
     return hashlib.sha1(f"{name}\0{canon}".encode()).hexdigest()[:16]
 
 
-@dataclass
-class _Stream:
-    last: str | None = None
-    run: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
+class ToolCalls:
+    """Reports each tool call and result of the transcript, per conversation (the main loop and
+    each sub-agent: their lines interleave). What it means is not decided here."""
 
-
-class StuckLoopDetector:
-    """Watches tool calls per conversation (the main loop and each sub-agent separately, since
-    their lines interleave) and reports the first stuck loop once."""
-
-    def __init__(self, config: StuckLoopConfig, on_stuck: Callable[[str], None]) -> None:
-        self.config = config
-        self.on_stuck = on_stuck
-        self.fired = False
-        self._streams: dict[str, _Stream] = {}
-        self._calls: dict[str, tuple[str, str, str]] = {}  # tool_use id -> (stream, name, fingerprint)
-        self._seen: set[str] = set()
-        self._commands: dict[str, str] = {}                # fingerprint -> human description
+    def __init__(self, report: Callable[[ToolCall | ToolResult], None]) -> None:
+        self.report = report
 
     @staticmethod
     def stream_of(record: dict[str, Any]) -> str:
@@ -258,48 +229,18 @@ class StuckLoopDetector:
         msg = record.get("message")
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
             return
-        stream = self.stream_of(record)
+        blocks = [b for b in msg["content"] if isinstance(b, dict)]
         if kind == "assistant":
-            for b in msg["content"]:
-                if isinstance(b, dict) and b.get("type") == "tool_use":
-                    self._call(stream, str(b.get("id")), str(b.get("name")), b.get("input"))
+            stream = self.stream_of(record)
+            for b in blocks:
+                if b.get("type") == "tool_use":
+                    name, tool_input = str(b.get("name")), b.get("input")
+                    self.report(ToolCall(stream, str(b.get("id")), call_fingerprint(name, tool_input),
+                                         _describe(name, tool_input), command=name == "Bash"))
         elif kind == "user":
-            for b in msg["content"]:
-                if isinstance(b, dict) and b.get("type") == "tool_result":
-                    self._result(str(b.get("tool_use_id")), bool(b.get("is_error")))
-
-    def _call(self, stream: str, tool_id: str, name: str, tool_input: Any) -> None:
-        if tool_id in self._seen:
-            return
-        self._seen.add(tool_id)
-        fp = call_fingerprint(name, tool_input)
-        self._commands.setdefault(fp, _describe(name, tool_input))
-        self._calls[tool_id] = (stream, name, fp)
-        st = self._streams.setdefault(stream, _Stream())
-        st.run = st.run + 1 if st.last == fp else 1
-        st.last = fp
-        if st.run >= self.config.repeat:
-            self._fire(f"the same tool call repeated {st.run} times in a row: {self._commands[fp]}")
-
-    def _result(self, tool_id: str, is_error: bool) -> None:
-        call = self._calls.pop(tool_id, None)
-        if call is None:
-            return
-        stream, name, fp = call
-        if name != "Bash":
-            return
-        st = self._streams.setdefault(stream, _Stream())
-        if not is_error:
-            st.failures.pop(fp, None)
-            return
-        st.failures[fp] = st.failures.get(fp, 0) + 1
-        if st.failures[fp] >= self.config.failing:
-            self._fire(f"the same command failed {st.failures[fp]} times: {self._commands[fp]}")
-
-    def _fire(self, message: str) -> None:
-        if not self.fired:
-            self.fired = True
-            self.on_stuck(message)
+            for b in blocks:
+                if b.get("type") == "tool_result":
+                    self.report(ToolResult(str(b.get("tool_use_id")), bool(b.get("is_error"))))
 
 
 def _describe(name: str, tool_input: Any) -> str:

@@ -23,7 +23,7 @@ Decision table (one replay test per row: tests/unit/test_decide.py):
 | 15 | paused                | Answer stop / StopAsked        | RecordHalt(halted), Refuse held, stop steps (no wait) |
 | 16 | running               | StopAsked                      | RecordHalt(manual), WindDown, stop steps (no wait) |
 | 17 | any                   | AdapterFailed                  | halt `adapter_error` the configured way            |
-| 18 | any                   | AdapterHalt (stuck loop)       | halt with its ceiling the configured way           |
+| 18 | any                   | AdapterHalt                    | halt with its ceiling the configured way           |
 | 19 | unknown_price: max    | PriceUnknown                   | Notify once per model                              |
 | 20 | unknown_price: refuse | PriceUnknown                   | halt `unknown_price` with stop                     |
 | 21 | running               | SharedRefused                  | as 10/11 for the period ceiling                    |
@@ -31,11 +31,20 @@ Decision table (one replay test per row: tests/unit/test_decide.py):
 | 23 | running               | Exited, a ceiling reached      | RecordHalt(halted): it stopped at its ceiling      |
 | 24 | any                   | Spent with estimated usage     | MarkEstimated once                                 |
 | 25 | running               | Budgets (others' spend)        | as 2-5 with the period ceilings                    |
+| 26 | running, stuck_loop on| ToolCall, the same `repeat`x   | halt `stuck_loop` the configured way, once         |
+|    |                       | in a row in one conversation   |                                                    |
+| 27 | running, stuck_loop on| ToolResult, a command failed   | halt `stuck_loop` the configured way, once         |
+|    |                       | `failing`x, no success between |                                                    |
+| 28 | stuck_loop off, or    | ToolCall / ToolResult          | - (not counted)                                    |
+|    | a halt in force       |                                |                                                    |
+| 29 | any                   | LedgerUnreachable (`offline`   | halt `ledger_offline` the configured way           |
+|    |                       | gave no figure: offline.py)    |                                                    |
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
+from guard.governor import stuck
 from guard.governor.admission import fit
 from guard.governor.ceilings import TASK_CEILINGS, Ceiling
 from guard.governor.events import (
@@ -55,6 +64,7 @@ from guard.governor.events import (
     Freeze,
     Grant,
     Hold,
+    LedgerUnreachable,
     MarkEstimated,
     Notify,
     PriceUnknown,
@@ -69,6 +79,8 @@ from guard.governor.events import (
     StopAsked,
     Thaw,
     Tick,
+    ToolCall,
+    ToolResult,
     WindDown,
 )
 from guard.governor.state import Reservation, RunState, StopPlan
@@ -212,6 +224,36 @@ def _adapter_failed(s: RunState, ev: AdapterFailed, now: float, out: list[Action
 def _adapter_halt(s: RunState, ev: AdapterHalt, now: float, out: list[Action]) -> None:
     if s.halt is None and not s.halted:
         _halt(s, now, out, Halt(ev.ceiling, 0, 0, s.on_limit, f"halted at step {_step(s)}: {ev.message}"))
+
+
+def _ledger_unreachable(s: RunState, ev: LedgerUnreachable, now: float, out: list[Action]) -> None:
+    if s.halt is None and not s.halted:
+        _halt(s, now, out, Halt("ledger_offline", 0, 0, s.on_limit, f"halted at step {_step(s)}: {ev.message}"))
+
+
+def _watching(s: RunState) -> bool:
+    """Calls are looked at while the rule is on and nothing else has halted the run (a call
+    seen during a pause or a stop is not the agent going round)."""
+    return s.stuck is not None and not s.loops.fired and s.halt is None and not s.halted
+
+
+def _tool_call(s: RunState, ev: ToolCall, now: float, out: list[Action]) -> None:
+    if _watching(s):
+        assert s.stuck is not None
+        s.loops = s.loops.copy()
+        _stuck(s, now, out, stuck.on_call(s.stuck, s.loops, ev))
+
+
+def _tool_result(s: RunState, ev: ToolResult, now: float, out: list[Action]) -> None:
+    if _watching(s):
+        assert s.stuck is not None
+        s.loops = s.loops.copy()
+        _stuck(s, now, out, stuck.on_result(s.stuck, s.loops, ev))
+
+
+def _stuck(s: RunState, now: float, out: list[Action], words: str | None) -> None:
+    if words is not None:
+        _halt(s, now, out, Halt("stuck_loop", 0, 0, s.on_limit, f"halted at step {_step(s)}: {words}"))
 
 
 def _price_unknown(s: RunState, ev: PriceUnknown, now: float, out: list[Action]) -> None:
@@ -368,7 +410,7 @@ def _stop_asked(s: RunState, ev: StopAsked, now: float, out: list[Action]) -> No
 
 _HANDLERS = {
     Tick: _tick, Spent: _spent, Budgets: _budgets, AdapterFailed: _adapter_failed,
-    AdapterHalt: _adapter_halt, PriceUnknown: _price_unknown, Admit: _admit, Settled: _settled,
-    SharedRefused: _shared_refused, ClientGone: _client_gone, Answer: _answer,
+    AdapterHalt: _adapter_halt, LedgerUnreachable: _ledger_unreachable, ToolCall: _tool_call, ToolResult: _tool_result, PriceUnknown: _price_unknown,
+    Admit: _admit, Settled: _settled, SharedRefused: _shared_refused, ClientGone: _client_gone, Answer: _answer,
     StopAsked: _stop_asked, Exited: _exited,
 }

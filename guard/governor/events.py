@@ -68,6 +68,32 @@ class AdapterHalt:
 
 
 @dataclass(frozen=True)
+class LedgerUnreachable:
+    """The shared ledger cannot give a figure a ceiling needs: the offline policy's rule
+    (guard.governor.offline) gave none."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The agent asked for a tool call (seen in a transcript or on the wire); the core decides
+    whether calls like it make a stuck loop (guard.governor.stuck)."""
+
+    stream: str              # one conversation: the main loop, or a sub-agent
+    call_id: str             # the same id reported twice is one call
+    signature: str           # what the call does (the tool and its input, canonical)
+    description: str         # how to name it to a person
+    command: bool = False    # a shell command: its failures count towards `failing`
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    is_error: bool
+
+
+@dataclass(frozen=True)
 class PriceUnknown:
     model: str | None
     basis: str
@@ -134,8 +160,8 @@ class Exited:
     code: int
 
 
-Event = (Tick | Spent | Budgets | AdapterFailed | AdapterHalt | PriceUnknown | Admit | Settled
-         | SharedRefused | ClientGone | Answer | StopAsked | Exited)
+Event = (Tick | Spent | Budgets | AdapterFailed | AdapterHalt | LedgerUnreachable | ToolCall | ToolResult | PriceUnknown | Admit
+         | Settled | SharedRefused | ClientGone | Answer | StopAsked | Exited)
 
 # -- actions --------------------------------------------------------------------------------
 

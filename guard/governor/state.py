@@ -9,6 +9,7 @@ from typing import Literal
 
 from guard.governor.ceilings import Ceiling
 from guard.governor.events import Budget, RequestCost
+from guard.governor.stuck import Loops, StuckRule
 from guard.ledger.records import Halt
 from guard.usage import Totals
 
@@ -46,6 +47,7 @@ class RunState:
     interactive: bool = False
     unknown_price: str = "max"                # max | refuse
     min_output: int = 4096                    # below this allowance a request is not sent
+    stuck: StuckRule | None = None            # None: stuck loops are not looked for
     named_task: bool = False
     prior: Totals = field(default_factory=Totals)      # the task's earlier runs
     prior_seconds: float = 0.0
@@ -67,6 +69,7 @@ class RunState:
     held: dict[str, RequestCost] = field(default_factory=dict)   # request id -> what it asked
     estimated: bool = False
     priced_unknown: set[str] = field(default_factory=set)
+    loops: Loops = field(default_factory=Loops)   # replaced, never changed in place, by decide
 
     def copy(self) -> RunState:
         return _shallow(self)

@@ -1,8 +1,6 @@
-"""What a shared ceiling counts while the shared ledger is unreachable: the policy, as one pure
-function, and the queries whose last answers are remembered for it.
-
-The decision core calls `offline_spend(policy, last_known, local)` with the facts a ledger exposes
-(`reachable()`, `last_known(query, exclude_run)`, the spool's own figure); nothing here does I/O.
+"""What a shared ceiling counts while the shared ledger is unreachable: the facts a ledger keeps
+for it (the queries whose last answers are remembered), handed to the decision core's rule
+(guard.governor.offline.offline_figure), whose answer `offline_spend` applies.
 """
 from __future__ import annotations
 
@@ -12,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from guard.errors import LedgerError
+from guard.governor.offline import POLICIES, offline_figure
 from guard.ledger.sql import SqlLedger
 from guard.usage import Totals
 
-# The `offline` setting, and the names older configs and GUARD_LEDGER_OFFLINE used for the same.
-POLICIES = ("last-known", "refuse", "allow")
+# The `offline` setting's names older configs and GUARD_LEDGER_OFFLINE used for the same.
 _ALIASES = {"closed": "refuse", "open": "allow"}
 
 
@@ -49,23 +47,13 @@ class LastKnown:
 
 def offline_spend(policy: str, last_known: LastKnown | None, local: Totals, where: str = "",
                   shared: bool = True, what: str = "") -> Totals:
-    """Spend to enforce a ceiling with while the ledger is unreachable.
-
-    For a shared ceiling (developer, team, line): last-known: the last shared figure plus what this
-    machine spent since (unknown: refuse, fail closed); allow: the same, an unknown figure counting
-    as 0; refuse: no shared figure at all. A task's own figure (`shared=False`) is the last one known
-    plus this machine's, or this machine's alone when the task was never read here: a new task
-    during an outage starts."""
-    if not shared:
-        return last_known.totals.plus(local) if last_known else local
-    if policy == "refuse":
-        raise LedgerOffline(where, "the offline policy is refuse: no new spend is admitted")
-    if last_known is None:
-        if policy == "allow":
-            return local
-        raise LedgerOffline(where, f"this period's spend was never read on this machine{what}: "
-                                   "refusing (fail closed)")
-    return last_known.totals.plus(local)
+    """The core's figure (guard.governor.offline) from the facts this ledger holds; LedgerOffline
+    when the policy gives none."""
+    figure = offline_figure(policy, last_known.totals if last_known else None, local, shared)
+    if isinstance(figure, str):
+        fail_closed = "" if policy == "refuse" else f"{what}: refusing (fail closed)"
+        raise LedgerOffline(where, figure + fail_closed)
+    return figure
 
 
 def minus(a: Totals, b: Totals) -> Totals:

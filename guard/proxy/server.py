@@ -31,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 from guard.errors import UsageError
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
+from guard.proxy.cache_predictor import CachePredictor, Seen
 from guard.proxy.gate import BudgetGate
 from guard.proxy.steps import is_step
 from guard.proxy.wire import (
@@ -200,6 +201,7 @@ class ProxyCore:
         self.secret = secret
         self.default_tool = default_tool
         self.pool = _Pool(self.env)
+        self.predictor = CachePredictor()
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._active = 0
         self._cond = threading.Condition()
@@ -251,7 +253,7 @@ class ProxyCore:
                          f"{max_output} tokens, so that its worst case fits the ceilings")
 
     def settle(self, route: Route, est: Estimate, wu: WireUsage | None, status: int,
-               request_id: str | None, complete: bool, step: bool = False) -> None:
+               request_id: str | None, complete: bool, step: bool = False, seen: Seen | None = None) -> None:
         """Emit the request's usage (if it has any). Called before the reservation is released.
 
         The provider's own count wins. Where it is missing (no usage sent, the stream cut, the
@@ -292,6 +294,8 @@ class ProxyCore:
             interrupted=not complete,
         )
         self.sink.emit(ev)
+        if seen is not None:
+            self.predictor.observe_usage(seen, ev, time.time())
 
     # -- in-flight tracking (stop waits for the last events) ------------------------------------
 
@@ -515,6 +519,7 @@ class _Exchange:
         self.body = body
         self.kind: str | None = None           # "messages" | openai_wire.Kind | None (unmetered)
         self.estimate: Estimate | None = None
+        self.seen: Seen | None = None
         self.strip_usage = False
 
     def run(self) -> None:
@@ -532,6 +537,8 @@ class _Exchange:
                 self.estimate = anthropic_wire.estimate(self.body, obj)
             else:
                 self.estimate = openai_wire.estimate(self.body, obj, self.kind)  # type: ignore[arg-type]
+            self.estimate, self.seen = self.core.predictor.refine(self.estimate, obj, len(self.body), time.time())
+            if self.kind != "messages":
                 rewritten = openai_wire.ask_stream_usage(obj, self.kind)  # type: ignore[arg-type]
                 if rewritten is not None:
                     self.body = rewritten
@@ -740,7 +747,7 @@ class _Exchange:
                 wu.partial = True
         try:
             self.core.settle(self.route, self.estimate, wu, status, request_id, complete,
-                             is_step(self.route.tool, self.estimate, self.body))
+                             is_step(self.route.tool, self.estimate, self.body), self.seen)
         except Exception:
             log.exception("guard proxy: could not record a request's usage")
 

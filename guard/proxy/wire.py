@@ -52,6 +52,7 @@ class Estimate:
     cache_write_factor: float = 1.0   # >1 when the request asks for cache writes (billed above input)
     stream: bool = False
     thinking_budget: int | None = None  # a manual thinking budget (must stay below max_tokens)
+    cache_read_tokens: int = 0        # of input_tokens, predicted cache reads (guard.proxy.cache_predictor)
 
     @property
     def tokens(self) -> int:

@@ -35,12 +35,15 @@ def budget_env(run_id: str, rem: Remaining) -> dict[str, str]:
 
 
 def request_cost(pricer: Any, est: Estimate, step: bool) -> RequestCost:
-    """Input at its worst (uncached, cache writes at their surcharge), output at the rate of this
-    input's tier (a long-context request prices its output higher too)."""
-    base = float(pricer.worst_case(est.model, est.input_tokens, 0))
-    per = (float(pricer.worst_case(est.model, est.input_tokens, PER_OUTPUT_PROBE)) - base) / PER_OUTPUT_PROBE
-    return RequestCost(est.input_tokens, base * est.cache_write_factor, max(0.0, per), est.max_output_tokens,
-                       est.thinking_budget, step)
+    """Input at its worst (uncached, cache writes at their surcharge) but the cache reads its
+    conversation's previous request left, output at the rate of this input's tier (a
+    long-context request prices its output higher too)."""
+    def usd(output: int) -> float:
+        return float(pricer.worst_case(est.model, est.input_tokens, output, est.cache_write_factor,
+                                       est.cache_read_tokens))
+    base = usd(0)
+    per = (usd(PER_OUTPUT_PROBE) - base) / PER_OUTPUT_PROBE
+    return RequestCost(est.input_tokens, base, max(0.0, per), est.max_output_tokens, est.thinking_budget, step)
 
 
 def context(state: RunState, run_id: str, envr: Environment, run_dir: Path, state_path: Path,

@@ -29,5 +29,6 @@ def record(mail: Mail, meter: Meter, ledger: Ledger, run_id: str, show: Callable
             show(message)
     for key, message in mail.notes:
         ledger.add_notice(run_id, key, message)
+    out += mail.tools   # after the spend they came with
     out += [AdapterHalt(ceiling, message) for ceiling, message in mail.halts]
     return out

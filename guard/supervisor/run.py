@@ -19,10 +19,10 @@ from guard.errors import ExitStatus, Refused
 from guard.governor import RunState, start
 from guard.governor.events import (
     AdapterFailed,
-    AdapterHalt,
     Budgets,
     Event,
     Exited,
+    LedgerUnreachable,
     Tick,
 )
 from guard.ledger import Ledger, reservations
@@ -229,7 +229,7 @@ class Supervisor:
         try:
             budgets = ledger_view.read(self.ledger, self.identity, self.policy, self.run_id)
         except LedgerOffline as e:   # the offline policy says shared spend cannot be known
-            self._feed(AdapterHalt("ledger_offline", str(e)))
+            self._feed(LedgerUnreachable(str(e)))
             return
         self._feed(Budgets(budgets))
 

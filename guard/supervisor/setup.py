@@ -11,7 +11,7 @@ from guard.adapters.base import Adapter
 from guard.config import Settings
 from guard.environment import Environment
 from guard.ledger import Ledger
-from guard.plan import RunPlan, build_plan
+from guard.plan import RunPlan, build_plan, stricter_offline
 from guard.pricing import Pricer
 
 
@@ -49,6 +49,8 @@ def supervisor(envr: Environment, settings: Settings, ledger: Ledger, adapter: A
     from guard.supervisor.run import Supervisor
 
     plan = plan_for(settings, envr, ledger, tool)
+    if hasattr(ledger, "offline_policy"):   # PostgreSQL: what shared ceilings count during an outage
+        ledger.offline_policy = stricter_offline(plan, ledger.offline_policy)
     from guard.pricing import load_overrides
 
     overrides = load_overrides(Path(settings.prices).expanduser()) if settings.prices else None

@@ -1,13 +1,14 @@
-"""Stuck-loop detection from transcript tool calls."""
+"""The Claude Code adapter reports its transcript's tool calls and results; the decision core
+tells a stuck loop from them (tests/unit/test_decide.py, rows 26-28)."""
 from __future__ import annotations
 
 from typing import Any
 
-from guard.adapters.claude_transcript import (
-    StuckLoopConfig,
-    StuckLoopDetector,
-    call_fingerprint,
-)
+from guard.adapters.claude_transcript import ToolCalls, call_fingerprint
+from guard.governor import decide
+from guard.governor.events import ToolCall, ToolResult
+from guard.governor.state import RunState
+from guard.governor.stuck import StuckRule
 
 
 def call(tid: str, cmd: str, agent: str | None = None, name: str = "Bash") -> dict[str, Any]:
@@ -23,74 +24,36 @@ def result(tid: str, error: bool) -> dict[str, Any]:
         {"type": "tool_result", "tool_use_id": tid, "content": "Exit code 1" if error else "ok", "is_error": error}]}}
 
 
-def detector(**kw: int) -> tuple[StuckLoopDetector, list[str]]:
-    fired: list[str] = []
-    return StuckLoopDetector(StuckLoopConfig(**kw), fired.append), fired
+def reported(*records: dict[str, Any]) -> list[ToolCall | ToolResult]:
+    out: list[ToolCall | ToolResult] = []
+    tools = ToolCalls(out.append)
+    for r in records:
+        tools.feed(r)
+    return out
 
 
-def test_same_call_n_times_in_a_row() -> None:
-    d, fired = detector(repeat=5, failing=3)
-    for i in range(4):
-        d.feed(call(f"t{i}", "echo hi"))
-    assert fired == []
-    d.feed(call("t4", "echo hi"))
-    assert len(fired) == 1 and "5 times in a row" in fired[0] and "echo hi" in fired[0]
-    d.feed(call("t5", "echo hi"))
-    assert len(fired) == 1  # reported once
+def test_calls_and_results_are_reported_per_conversation() -> None:
+    out = reported(call("t1", "make"), call("t2", "ls", agent="a1"), call("t3", "x", name="Read"),
+                   result("t1", True), {"type": "assistant", "message": {"content": "text"}})
+    c1, c2, c3, r1 = out
+    assert isinstance(c1, ToolCall) and c1.stream == "s/main" and c1.call_id == "t1" and c1.command
+    assert c1.signature == call_fingerprint("Bash", {"command": "make"}) and c1.description == "Bash(make)"
+    assert isinstance(c2, ToolCall) and c2.stream == "s/a1"
+    assert isinstance(c3, ToolCall) and not c3.command
+    assert r1 == ToolResult("t1", True)
 
 
-def test_a_different_call_resets_the_run() -> None:
-    d, fired = detector(repeat=3, failing=99)
-    for i, cmd in enumerate(["a", "a", "b", "a", "a", "b", "b"]):
-        d.feed(call(f"t{i}", cmd))
-    assert fired == []
+def test_a_failing_command_in_a_transcript_halts_through_the_core() -> None:
+    records = [r for i in range(3) for r in (call(f"t{i}", "make"), result(f"t{i}", True))]
+    s = RunState(limits={}, started_at=0.0, stuck=StuckRule(repeat=99, failing=3))
+    for ev in reported(*records):
+        s, _ = decide(s, ev, 1.0)
+    assert s.halt is not None and s.halt.ceiling == "stuck_loop" and "failed 3 times: Bash(make)" in s.halt.message
 
 
-def test_the_same_tool_id_seen_twice_counts_once() -> None:
-    d, fired = detector(repeat=2, failing=99)
-    d.feed(call("t1", "a"))
-    d.feed(call("t1", "a"))  # the same response written on two lines
-    assert fired == []
-
-
-def test_interleaved_subagents_are_separate_streams() -> None:
-    d, fired = detector(repeat=3, failing=99)
-    for i in range(2):
-        d.feed(call(f"m{i}", "ls"))
-        d.feed(call(f"s{i}", "ls", agent="a1"))
-        d.feed(call(f"x{i}", "pwd", agent="a2"))
-    assert fired == []
-    d.feed(call("s2", "ls", agent="a1"))
-    assert len(fired) == 1
-
-
-def test_same_failing_command() -> None:
-    d, fired = detector(repeat=99, failing=3)
-    for i, cmd in enumerate(["make", "ls", "make", "ls"]):
-        d.feed(call(f"t{i}", cmd))
-        d.feed(result(f"t{i}", error=(cmd == "make")))
-    assert fired == []
-    d.feed(call("t9", "make"))
-    d.feed(result("t9", error=True))
-    assert len(fired) == 1 and "failed 3 times" in fired[0] and "make" in fired[0]
-
-
-def test_a_success_resets_the_failures_of_that_command() -> None:
-    d, fired = detector(repeat=99, failing=2)
-    d.feed(call("t1", "make"))
-    d.feed(result("t1", True))
-    d.feed(call("t2", "make"))
-    d.feed(result("t2", False))
-    d.feed(call("t3", "make"))
-    d.feed(result("t3", True))
-    assert fired == []
-
-
-def test_config_from_options() -> None:
-    assert StuckLoopConfig.from_options({}) == StuckLoopConfig(5, 3)
-    assert StuckLoopConfig.from_options({"stuck_loop": {"repeat": 8}}) == StuckLoopConfig(8, 3)
-    assert StuckLoopConfig.from_options({"stuck_loop": False}) is None
-    assert StuckLoopConfig.from_options({"stuck_loop": {"enabled": False}}) is None
+def test_a_long_call_is_described_short() -> None:
+    (c,) = reported(call("t1", "x" * 300))
+    assert isinstance(c, ToolCall) and len(c.description) == 120 and c.description.endswith("...")
 
 
 def test_fingerprint_ignores_key_order() -> None:

@@ -21,6 +21,7 @@ from guard.governor.events import (
     Freeze,
     Grant,
     Hold,
+    LedgerUnreachable,
     MarkEstimated,
     Notify,
     PriceUnknown,
@@ -35,8 +36,12 @@ from guard.governor.events import (
     StopAsked,
     Thaw,
     Tick,
+    ToolCall,
+    ToolResult,
     WindDown,
 )
+from guard.governor.offline import offline_figure
+from guard.governor.stuck import StuckRule
 from guard.usage import Totals
 
 T0 = 1000.0
@@ -364,3 +369,116 @@ def test_a_refusal_gives_the_agent_its_grace_to_end_by_itself_before_signals() -
     assert kinds(out) == ["Refuse", "RecordHalt", "WindDown"]     # no signal yet
     _, out = replay(s, Tick(), at=T0 + 3.1)
     assert out == [Signal(int(signal.SIGINT))]
+
+
+# -- rows 26-28: stuck loops, from the tool calls an adapter reports ----------------------------
+
+
+def call(cid: str, cmd: str, stream: str = "s/main", command: bool = True) -> ToolCall:
+    return ToolCall(stream, cid, f"sig:{cmd}", f"Bash({cmd})", command)
+
+
+def looping(**kw: object) -> RunState:
+    return state(stuck=StuckRule(**kw))  # type: ignore[arg-type]
+
+
+def test_row26_the_same_call_repeat_times_in_a_row_halts_once() -> None:
+    s, out = replay(looping(repeat=5, failing=3), *(call(f"t{i}", "echo hi") for i in range(4)))
+    assert out == [] and s.halt is None
+    s, out = replay(s, call("t4", "echo hi"))
+    assert kinds(out)[:2] == ["RecordHalt", "WindDown"] and s.halt.ceiling == "stuck_loop"  # type: ignore[union-attr]
+    assert "repeated 5 times in a row: Bash(echo hi)" in s.halt.message  # type: ignore[union-attr]
+    _, out = replay(s, call("t5", "echo hi"))
+    assert out == []
+
+
+def test_row26_a_stuck_loop_pauses_in_pause_mode() -> None:
+    s, out = replay(state(stuck=StuckRule(repeat=2), on_limit="pause"), call("a", "x"), call("b", "x"))
+    assert kinds(out) == ["RecordHalt", "Freeze", "AskUser"] and s.phase == "paused"
+
+
+def test_row26_a_different_call_resets_the_run_and_an_id_counts_once() -> None:
+    calls = [call(f"t{i}", cmd) for i, cmd in enumerate(["a", "a", "b", "a", "a", "b", "b"])]
+    _, out = replay(looping(repeat=3, failing=99), *calls, call("t6", "b"))
+    assert out == []                                   # t6 again: the same response seen twice
+
+
+def test_row26_interleaved_conversations_are_counted_apart() -> None:
+    s = looping(repeat=3, failing=99)
+    for i in range(2):
+        s, out = replay(s, call(f"m{i}", "ls"), call(f"s{i}", "ls", "s/a1"), call(f"x{i}", "pwd", "s/a2"))
+        assert out == []
+    s, out = replay(s, call("s2", "ls", "s/a1"))
+    assert s.halt is not None and s.halt.ceiling == "stuck_loop"
+
+
+def test_row27_the_same_command_failing_halts() -> None:
+    s = looping(repeat=99, failing=3)
+    for i, cmd in enumerate(["make", "ls", "make", "ls"]):
+        s, out = replay(s, call(f"t{i}", cmd), ToolResult(f"t{i}", cmd == "make"))
+        assert out == []
+    s, out = replay(s, call("t9", "make"), ToolResult("t9", True))
+    assert s.halt is not None and "failed 3 times: Bash(make)" in s.halt.message
+
+
+def test_row27_a_success_resets_the_failures_and_other_tools_do_not_count() -> None:
+    s = looping(repeat=99, failing=2)
+    s, out = replay(s, call("t1", "make"), ToolResult("t1", True), call("t2", "make"), ToolResult("t2", False),
+                    call("t3", "make"), ToolResult("t3", True), ToolResult("unknown", True))
+    s, out2 = replay(s, call("r1", "f", command=False), ToolResult("r1", True),
+                     call("r2", "f", command=False), ToolResult("r2", True))
+    assert out == [] and out2 == [] and s.halt is None
+
+
+def test_row28_stuck_loop_off_or_a_halt_in_force_counts_nothing() -> None:
+    _, out = replay(state(), *(call(f"t{i}", "x") for i in range(9)))
+    assert out == []
+    s, _ = replay(state(stuck=StuckRule(repeat=2), on_limit="pause"), spent(1.0))   # paused at the ceiling
+    s, out = replay(s, call("a", "x"), call("b", "x"), ToolResult("b", True))
+    assert out == [] and s.halt is not None and s.halt.ceiling == "usd" and not s.loops.seen
+
+
+def test_decide_leaves_the_given_loops_alone() -> None:
+    s0 = looping(repeat=3)
+    s1, _ = replay(s0, call("a", "x"))
+    assert not s0.loops.seen and s1.loops.seen == {"a"}
+
+
+def test_stuck_rule_from_a_tools_options() -> None:
+    assert StuckRule.from_options({}) == StuckRule(5, 3)
+    assert StuckRule.from_options({"stuck_loop": {"repeat": 8}}) == StuckRule(8, 3)
+    assert StuckRule.from_options({"stuck_loop": True}) == StuckRule()
+    assert StuckRule.from_options({"stuck_loop": False}) is None
+    assert StuckRule.from_options({"stuck_loop": {"enabled": False}}) is None
+
+
+# -- row 29: the shared ledger unreachable, and the `offline` rule behind it ----------------------
+
+
+def test_row29_an_unreachable_ledger_halts_the_configured_way_once() -> None:
+    words = "ledger pg is unreachable and the offline policy is refuse: no new spend is admitted"
+    s, out = replay(state(on_limit="pause"), LedgerUnreachable(words))
+    assert kinds(out) == ["RecordHalt", "Freeze", "AskUser"]
+    assert s.halt is not None and s.halt.ceiling == "ledger_offline" and words in s.halt.message
+    _, out = replay(s, LedgerUnreachable(words))
+    assert out == []
+
+
+KNOWN, LOCAL = Totals(cost_usd=3.0, calls=3), Totals(cost_usd=0.5, calls=1)
+
+
+@pytest.mark.parametrize(("policy", "known", "shared", "figure"), [
+    ("last-known", KNOWN, True, 3.5),       # the last shared figure plus this machine's since
+    ("allow", KNOWN, True, 3.5),
+    ("allow", None, True, 0.5),             # never read here: counts 0 beside this machine's
+    ("last-known", None, True, "never read"),   # fail closed
+    ("refuse", KNOWN, True, "policy is refuse"),
+    ("refuse", None, False, 0.5),           # a task's own figure: this machine's
+    ("refuse", KNOWN, False, 3.5),
+])
+def test_the_offline_rule(policy: str, known: Totals | None, shared: bool, figure: float | str) -> None:
+    got = offline_figure(policy, known, LOCAL, shared)
+    if isinstance(figure, str):
+        assert isinstance(got, str) and figure in got
+    else:
+        assert not isinstance(got, str) and got.cost_usd == figure

@@ -59,3 +59,23 @@ def test_without_a_policy_config_and_flags_decide(tmp_path: Path) -> None:
     assert plan.limit_values() == {"tokens": 500_000.0, "time": 1800.0}
     assert plan.limit_sources()["tokens"].endswith(".guard.yaml:1: max_tokens")
     assert plan.min_output_tokens == 2000 and plan.meter == "proxy" and plan.on_limit == "stop"
+
+
+def test_the_stuck_loop_rule_comes_from_the_tools_section(tmp_path: Path) -> None:
+    from guard.governor.stuck import StuckRule
+
+    assert build_plan(settings(tmp_path), "claude", False).stuck_loop == StuckRule(5, 3)
+    (tmp_path / ".guard.yaml").write_text("claude: {stuck_loop: {repeat: 8}}\n")
+    assert build_plan(settings(tmp_path), "claude", False).stuck_loop == StuckRule(8, 3)
+    (tmp_path / ".guard.yaml").write_text("claude: {stuck_loop: false}\n")
+    assert build_plan(settings(tmp_path), "claude", False).stuck_loop is None
+
+
+def test_the_ledgers_offline_policy_is_only_ever_tightened_by_the_plan(tmp_path: Path) -> None:
+    from guard.plan import stricter_offline
+
+    strict = build_plan(settings(tmp_path), "claude", False, ({"offline": "refuse"}, "policy (team.yaml)"))
+    assert strict.offline == "refuse" and stricter_offline(strict, "last-known") == "refuse"
+    loose = build_plan(settings(tmp_path), "claude", False)
+    assert stricter_offline(loose, "refuse") == "refuse"        # GUARD_LEDGER_OFFLINE=refuse stays
+    assert stricter_offline(loose, "allow") == loose.offline == "last-known"
