@@ -32,6 +32,7 @@ from guard.errors import UsageError
 from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.gate import BudgetGate
+from guard.proxy.http1 import Response, parse_headers
 from guard.proxy.steps import is_step
 from guard.proxy.wire import (
     Dechunker,
@@ -153,6 +154,7 @@ class _Pool:
             conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
         if proxy:
             conn.set_tunnel(up.host, up.port, headers=proxy[2])
+        conn.response_class = Response
         return conn
 
 
@@ -387,6 +389,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def parse_request(self) -> bool:
+        """http.server's parse_request for HTTP/1.0 and 1.1 (all the proxy serves), with the
+        header block read by guard.proxy.http1 instead of the email package."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return bool(super().parse_request())   # odd versions, HTTP/0.9: the stdlib's answers
+        self.command, self.path, self.request_version = words
+        self.close_connection = self.request_version != "HTTP/1.1"
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")   # gh-87389, as http.server does
+        try:
+            self.headers = parse_headers(self.rfile, _class=self.MessageClass)
+        except http.client.LineTooLong as err:
+            self.send_error(431, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(431, "Too many headers", str(err))
+            return False
+        conntype = (self.headers.get("Connection") or "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return bool(self.handle_expect_100())
+        return True
 
     def send_response_only(self, code: int, message: str | None = None) -> None:
         self._responded = True
