@@ -190,6 +190,90 @@ def _env_proxy(env: Mapping[str, str], up: Upstream) -> tuple[str, int, dict[str
     return p.hostname, p.port or 80, headers
 
 
+FLUSH_AFTER = 0.004   # a request's usage reaches the run at most this late, in one batch with others'
+
+
+class _Outbox:
+    """Usage events and request ends, in order, handed to the run every few ms in one batch
+    rather than one wake-up (and one ledger commit) per request. Nothing decided depends on an
+    item before the run has taken it: a request's reservation is held until its end is taken,
+    which is after its event (and the ledger write of it, guard.supervisor.mail)."""
+
+    def __init__(self, sink: Any, gate: BudgetGate) -> None:
+        self._sink = sink
+        self._gate = gate
+        self._items: list[tuple[bool, Any]] = []     # (is_event, event | gate handle)
+        self._cond = threading.Condition()
+        self._flush_lock = threading.Lock()          # batches go out whole and in order
+        self._closed = False
+        self._thread: threading.Thread | None = None   # started by the first item
+
+    def emit(self, ev: UsageEvent) -> None:
+        self._put(True, ev)
+
+    def settle(self, handle: object) -> None:
+        self._put(False, handle)
+
+    def _put(self, is_event: bool, item: Any) -> None:
+        with self._cond:
+            closed = self._closed
+            self._items.append((is_event, item))
+            if len(self._items) == 1:
+                self._cond.notify()
+            if self._thread is None and not closed:
+                self._thread = threading.Thread(target=self._run, name="guard-proxy-outbox", daemon=True)
+                self._thread.start()
+        if closed:
+            self.flush()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._items and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+            time.sleep(FLUSH_AFTER)   # let the batch grow
+            self.flush()
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._cond:
+                items, self._items = self._items, []
+            events: list[UsageEvent] = []
+            for is_event, item in items:
+                if is_event:
+                    events.append(item)
+                    continue
+                self._post(events)
+                events = []
+                try:
+                    self._gate.settle(item)
+                except Exception:
+                    log.exception("guard proxy: could not end a request's reservation")
+            self._post(events)
+
+    def _post(self, events: list[UsageEvent]) -> None:
+        if not events:
+            return
+        many = getattr(self._sink, "emit_many", None)
+        if many is not None:
+            many(events)
+        else:
+            for ev in events:
+                self._sink.emit(ev)
+
+    def close(self) -> None:
+        """Everything still here goes out now; later items go out at once."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(1.0)
+        self.flush()
+
+
 class ProxyCore:
     """Routing, budget and usage: everything but the socket plumbing of one request."""
 
@@ -202,6 +286,7 @@ class ProxyCore:
         self.secret = secret
         self.default_tool = default_tool
         self.pool = _Pool(self.env)
+        self.outbox = _Outbox(sink, gate)
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._active = 0
         self._cond = threading.Condition()
@@ -293,7 +378,7 @@ class ProxyCore:
             estimated=estimated,
             interrupted=not complete,
         )
-        self.sink.emit(ev)
+        self.outbox.emit(ev)
 
     # -- in-flight tracking (stop waits for the last events) ------------------------------------
 
@@ -590,7 +675,7 @@ class _Exchange:
             self._forward(method, headers)
         finally:
             if handle is not None:
-                self.core.gate.settle(handle)
+                self.core.outbox.settle(handle)   # after its event: the same batch or a later one
 
     def _client_gone(self) -> bool:
         """A held request's client may give up (its own timeouts run on while the agent is frozen):
@@ -877,6 +962,7 @@ class RunningProxy:
             self._core.pool.close_all()
             self._core.wait_idle(2.0)
         self._core.pool.close_all()
+        self._core.outbox.close()
         self._thread.join(timeout=1.0)
 
     def __enter__(self) -> RunningProxy:
