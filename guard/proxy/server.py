@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import socket
+import socketserver
 import ssl
 import tempfile
 import threading
@@ -197,14 +198,19 @@ class _Outbox:
     """Usage events and request ends, in order, handed to the run every few ms in one batch
     rather than one wake-up (and one ledger commit) per request. Nothing decided depends on an
     item before the run has taken it: a request's reservation is held until its end is taken,
-    which is after its event (and the ledger write of it, guard.supervisor.mail)."""
+    which is after its event (and the ledger write of it, guard.supervisor.mail).
+
+    While requests keep coming the flusher just wakes every FLUSH_AFTER; it is woken (a thread
+    hand-over, the dearest step here) only when it had gone idle."""
 
     def __init__(self, sink: Any, gate: BudgetGate) -> None:
         self._sink = sink
         self._gate = gate
         self._items: list[tuple[bool, Any]] = []     # (is_event, event | gate handle)
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._flush_lock = threading.Lock()          # batches go out whole and in order
+        self._wake = threading.Event()
+        self._idle = True                            # the flusher waits on _wake
         self._closed = False
         self._thread: threading.Thread | None = None   # started by the first item
 
@@ -215,30 +221,34 @@ class _Outbox:
         self._put(False, handle)
 
     def _put(self, is_event: bool, item: Any) -> None:
-        with self._cond:
-            closed = self._closed
+        with self._lock:
             self._items.append((is_event, item))
-            if len(self._items) == 1:
-                self._cond.notify()
+            closed, wake = self._closed, self._idle
+            self._idle = False
             if self._thread is None and not closed:
                 self._thread = threading.Thread(target=self._run, name="guard-proxy-outbox", daemon=True)
                 self._thread.start()
         if closed:
             self.flush()
+        elif wake:
+            self._wake.set()
 
     def _run(self) -> None:
         while True:
-            with self._cond:
-                while not self._items and not self._closed:
-                    self._cond.wait()
-                if self._closed:
-                    return
+            self._wake.wait()
+            if self._closed:
+                return
             time.sleep(FLUSH_AFTER)   # let the batch grow
+            with self._lock:
+                if not self._items:
+                    self._idle = True
+                    self._wake.clear()
+                    continue
             self.flush()
 
     def flush(self) -> None:
         with self._flush_lock:
-            with self._cond:
+            with self._lock:
                 items, self._items = self._items, []
             events: list[UsageEvent] = []
             for is_event, item in items:
@@ -265,10 +275,10 @@ class _Outbox:
 
     def close(self) -> None:
         """Everything still here goes out now; later items go out at once."""
-        with self._cond:
+        with self._lock:
             self._closed = True
-            self._cond.notify()
             thread = self._thread
+        self._wake.set()
         if thread is not None:
             thread.join(1.0)
         self.flush()
@@ -415,6 +425,13 @@ class _Server(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         self._reaper: threading.Thread | None = None
         self._closing = threading.Event()
+
+    def server_bind(self) -> None:
+        # HTTPServer's own looks up the host's FQDN (a DNS round trip, ~70 ms here) for a name
+        # the proxy never uses.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr, i.e. into the agent's terminal; a client
