@@ -3,8 +3,8 @@
 One thread, one loop: read the PTY (non-blocking, select only when it is dry), write the chunk to
 the terminal, read again. On a busy machine the copy is bound by how long each wake-up waits for
 a core, so the fewer threads that must wake per chunk the better: a reader and a writer thread
-with a pipe between them woke two threads and made four syscalls per chunk, and copied at about
-half the speed of this loop under load (bench/pty_bench.py).
+with a pipe between them woke two threads and made four syscalls per chunk; with both cores busy
+it copied 50 MB at 40% of a direct `cat`, this loop at 78% (bench/pty_bench.py, one run).
 
 guard's own words (the pause prompt) go out under the same lock as the agent's chunks, so they
 land between two chunks, never inside one.
