@@ -7,7 +7,7 @@ run, idle and with both cores busy:
 - added time to first byte, p50 and p99 (sequential requests on one connection);
 - guard's CPU per proxied request (psutil cpu_times of the guard process / requests).
 
-    python bench/proxy_latency.py [--rounds 3] [--requests 300] [--seconds 2] [--mb 10]
+    python bench/proxy_latency.py [--rounds 3] [--requests 300] [--seconds 2] [--mb 10] [--baseline CHECKOUT]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-from _common import bench_env, pct
+from _common import REPO, bench_env, pct
 from _load import CONDITIONS, busy_cores
 from _upstream import Upstream
 
@@ -30,13 +30,15 @@ CLIENT = str(HERE / "_client.py")
 TIMEOUT = 300
 
 
-def run_client(base: str, args: list[str], guard_home: Path | None) -> dict | None:
-    """One client run, direct (guard_home None) or under guard; None if it failed or hung."""
+def run_client(base: str, args: list[str], guard_home: Path | None, repo: Path = REPO) -> dict | None:
+    """One client run, direct (guard_home None) or under the guard of `repo`; None if it failed or hung."""
     if guard_home is None:
         env = {**os.environ, "ANTHROPIC_BASE_URL": base}
         argv = [sys.executable, CLIENT, *args]
     else:
-        env = {**bench_env(guard_home), "ANTHROPIC_BASE_URL": base}
+        # this tree's guard, not whichever one is installed
+        env = {**bench_env(guard_home), "ANTHROPIC_BASE_URL": base,
+               "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
         argv = [sys.executable, "-m", "guard", "--meter", "proxy", "run", "--",
                 sys.executable, CLIENT, *args, "--parent-cpu"]
     try:
@@ -52,28 +54,28 @@ def run_client(base: str, args: list[str], guard_home: Path | None) -> dict | No
 
 
 def measure(small: str, big: str, a: argparse.Namespace, home: Path) -> dict[str, dict[str, list]]:
-    got: dict[str, dict[str, list]] = {p: {"rps": [], "mb_s": [], "ttfb": [], "cpu_ms": []}
-                                       for p in ("direct", "guard")}
+    paths = {"direct": REPO, "guard": REPO, **({"baseline": a.baseline} if a.baseline else {})}
+    got: dict[str, dict[str, list]] = {p: {"rps": [], "mb_s": [], "ttfb": [], "cpu_ms": []} for p in paths}
     for r in range(a.rounds):
-        for path in ("direct", "guard"):  # interleaved: both see the same machine
-            gh = home / f"{path}{r}" if path == "guard" else None
-            res = run_client(small, ["rps", "8", str(a.seconds)], gh)
+        for path, repo in paths.items():  # interleaved: all see the same machine
+            gh = home / f"{path}{r}" if path != "direct" else None
+            res = run_client(small, ["rps", "8", str(a.seconds)], gh, repo)
             if res:
                 got[path]["rps"].append(res["rps"])
                 if "parent_cpu_s" in res:
                     got[path]["cpu_ms"].append(res["parent_cpu_s"] * 1000 / res["requests"])
-            res = run_client(big, ["stream"], gh)
+            res = run_client(big, ["stream"], gh, repo)
             if res:
                 got[path]["mb_s"].append(res["mb_s"])
-            res = run_client(small, ["latency", str(a.requests)], gh)
+            res = run_client(small, ["latency", str(a.requests)], gh, repo)
             if res:
                 got[path]["ttfb"].extend(res["ttfb_ms"])
     return got
 
 
-def report(label: str, got: dict[str, dict[str, list]], mb: float) -> None:
-    d, g = got["direct"], got["guard"]
-    print(f"  {label}:")
+def report(label: str, got: dict[str, dict[str, list]], mb: float, which: str = "guard") -> None:
+    d, g = got["direct"], got[which]
+    print(f"  {label}" + ("" if which == "guard" else f", {which} guard") + ":")
 
     def med(xs: list[float]) -> float | None:
         return statistics.median(xs) if xs else None
@@ -103,6 +105,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--mb", type=float, default=10)
     ap.add_argument("--idle-only", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another guard checkout, measured in the same rounds")
     a = ap.parse_args()
     print(f"guard --meter proxy run -- CLIENT vs CLIENT -> upstream; {CONDITIONS}; "
           f"{a.rounds} interleaved rounds; {os.cpu_count()} cores")
@@ -112,7 +115,10 @@ def main() -> None:
             loads.append((f"both cores busy ({os.cpu_count()} busy loops)", busy_cores()))
         for label, load in loads:
             with load:
-                report(label, measure(small.url, big.url, a, Path(d) / label[:4]), a.mb)
+                got = measure(small.url, big.url, a, Path(d) / label[:4])
+                report(label, got, a.mb)
+                if a.baseline:
+                    report(label, got, a.mb, "baseline")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import bench_env
+from _common import REPO, bench_env
 from _load import busy_cores
 
 # The simplest correct pty proxy: one loop, select then read then write.
@@ -133,6 +133,7 @@ def main() -> None:
         payload.write_bytes(line * int(args.mb * 1e6 / len(line)))
         mb = payload.stat().st_size / 1e6
         env = bench_env(work / "home")
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])   # this tree's guard
         cmds = modes(payload, work)
         print(f"PTY passthrough of {mb:.0f} MB of text lines (`cat` in a pty), median of {args.rounds} "
               f"interleaved rounds, {os.cpu_count()} cores")

@@ -33,15 +33,28 @@ class Sink:
         self.notes: list[tuple[str, str]] = []
         self.settles: list[tuple[str, str | None]] = []   # proxied requests done: (request id, shared reservation)
         self.tools: list[Any] = []       # ToolCall / ToolResult, for the core's stuck-loop rule
+        self._woken = False
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
 
     def wake(self) -> None:
+        # One byte in the pipe is enough: the loop takes everything there is at once. The flag is
+        # set after the caller's append; take() clears it after draining the pipe and before
+        # taking the lists, so no item is left behind without a byte in the pipe for it.
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.write(self.write_fd, b"!")
         except BlockingIOError:
             pass  # the loop is already due to wake
+
+    def emit_many(self, events: list[UsageEvent]) -> None:
+        """Several events in one batch for the loop (the proxy's, handed over every few ms)."""
+        with self._lock:
+            self.events.extend(events)
+        self.wake()
 
     def emit(self, event: UsageEvent) -> None:
         with self._lock:
@@ -86,6 +99,7 @@ class Sink:
                 pass
         except BlockingIOError:
             pass
+        self._woken = False   # after the pipe is drained, before the lists are taken
         with self._lock:
             out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes, self.tools)
             self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []

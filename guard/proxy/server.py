@@ -16,6 +16,7 @@ import os
 import select
 import shutil
 import socket
+import socketserver
 import ssl
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from guard.proxy import anthropic_wire, openai_wire
 from guard.proxy.env import PROVIDERS, TOOLS, upstream_url
 from guard.proxy.cache_predictor import CachePredictor, Seen
 from guard.proxy.gate import BudgetGate
+from guard.proxy.http1 import Response, parse_headers
 from guard.proxy.steps import is_step
 from guard.proxy.wire import (
     Dechunker,
@@ -154,6 +156,7 @@ class _Pool:
             conn = http.client.HTTPConnection(host, port, timeout=UPSTREAM_TIMEOUT)
         if proxy:
             conn.set_tunnel(up.host, up.port, headers=proxy[2])
+        conn.response_class = Response
         return conn
 
 
@@ -189,6 +192,99 @@ def _env_proxy(env: Mapping[str, str], up: Upstream) -> tuple[str, int, dict[str
     return p.hostname, p.port or 80, headers
 
 
+FLUSH_AFTER = 0.004   # a request's usage reaches the run at most this late, in one batch with others'
+
+
+class _Outbox:
+    """Usage events and request ends, in order, handed to the run every few ms in one batch
+    rather than one wake-up (and one ledger commit) per request. Nothing decided depends on an
+    item before the run has taken it: a request's reservation is held until its end is taken,
+    which is after its event (and the ledger write of it, guard.supervisor.mail).
+
+    While requests keep coming the flusher just wakes every FLUSH_AFTER; it is woken (a thread
+    hand-over, the dearest step here) only when it had gone idle."""
+
+    def __init__(self, sink: Any, gate: BudgetGate) -> None:
+        self._sink = sink
+        self._gate = gate
+        self._items: list[tuple[bool, Any]] = []     # (is_event, event | gate handle)
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()          # batches go out whole and in order
+        self._wake = threading.Event()
+        self._idle = True                            # the flusher waits on _wake
+        self._closed = False
+        self._thread: threading.Thread | None = None   # started by the first item
+
+    def emit(self, ev: UsageEvent) -> None:
+        self._put(True, ev)
+
+    def settle(self, handle: object) -> None:
+        self._put(False, handle)
+
+    def _put(self, is_event: bool, item: Any) -> None:
+        with self._lock:
+            self._items.append((is_event, item))
+            closed, wake = self._closed, self._idle
+            self._idle = False
+            if self._thread is None and not closed:
+                self._thread = threading.Thread(target=self._run, name="guard-proxy-outbox", daemon=True)
+                self._thread.start()
+        if closed:
+            self.flush()
+        elif wake:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            if self._closed:
+                return
+            time.sleep(FLUSH_AFTER)   # let the batch grow
+            with self._lock:
+                if not self._items:
+                    self._idle = True
+                    self._wake.clear()
+                    continue
+            self.flush()
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                items, self._items = self._items, []
+            events: list[UsageEvent] = []
+            for is_event, item in items:
+                if is_event:
+                    events.append(item)
+                    continue
+                self._post(events)
+                events = []
+                try:
+                    self._gate.settle(item)
+                except Exception:
+                    log.exception("guard proxy: could not end a request's reservation")
+            self._post(events)
+
+    def _post(self, events: list[UsageEvent]) -> None:
+        if not events:
+            return
+        many = getattr(self._sink, "emit_many", None)
+        if many is not None:
+            many(events)
+        else:
+            for ev in events:
+                self._sink.emit(ev)
+
+    def close(self) -> None:
+        """Everything still here goes out now; later items go out at once."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join(1.0)
+        self.flush()
+
+
 class ProxyCore:
     """Routing, budget and usage: everything but the socket plumbing of one request."""
 
@@ -202,6 +298,7 @@ class ProxyCore:
         self.default_tool = default_tool
         self.pool = _Pool(self.env)
         self.predictor = CachePredictor()
+        self.outbox = _Outbox(sink, gate)
         self._upstreams: dict[tuple[str, str], Upstream] = {}
         self._active = 0
         self._cond = threading.Condition()
@@ -293,7 +390,7 @@ class ProxyCore:
             estimated=estimated,
             interrupted=not complete,
         )
-        self.sink.emit(ev)
+        self.outbox.emit(ev)
         if seen is not None:
             self.predictor.observe_usage(seen, ev, time.time())
 
@@ -332,6 +429,13 @@ class _Server(ThreadingHTTPServer):
         self._conn_lock = threading.Lock()
         self._reaper: threading.Thread | None = None
         self._closing = threading.Event()
+
+    def server_bind(self) -> None:
+        # HTTPServer's own looks up the host's FQDN (a DNS round trip, ~70 ms here) for a name
+        # the proxy never uses.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name, self.server_port = str(host), int(port)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # socketserver prints a traceback to stderr, i.e. into the agent's terminal; a client
@@ -391,6 +495,40 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def parse_request(self) -> bool:
+        """http.server's parse_request for HTTP/1.0 and 1.1 (all the proxy serves), with the
+        header block read by guard.proxy.http1 instead of the email package."""
+        self.command = None  # type: ignore[assignment]
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if not words:
+            return False
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            return bool(super().parse_request())   # odd versions, HTTP/0.9: the stdlib's answers
+        self.command, self.path, self.request_version = words
+        self.close_connection = self.request_version != "HTTP/1.1"
+        if self.path.startswith("//"):
+            self.path = "/" + self.path.lstrip("/")   # gh-87389, as http.server does
+        try:
+            self.headers = parse_headers(self.rfile, _class=self.MessageClass)
+        except http.client.LineTooLong as err:
+            self.send_error(431, "Line too long", str(err))
+            return False
+        except http.client.HTTPException as err:
+            self.send_error(431, "Too many headers", str(err))
+            return False
+        conntype = (self.headers.get("Connection") or "").lower()
+        if conntype == "close":
+            self.close_connection = True
+        elif conntype == "keep-alive":
+            self.close_connection = False
+        expect = (self.headers.get("Expect") or "").lower()
+        if expect == "100-continue" and self.request_version == "HTTP/1.1":
+            return bool(self.handle_expect_100())
+        return True
 
     def send_response_only(self, code: int, message: str | None = None) -> None:
         self._responded = True
@@ -561,7 +699,7 @@ class _Exchange:
             self._forward(method, headers)
         finally:
             if handle is not None:
-                self.core.gate.settle(handle)
+                self.core.outbox.settle(handle)   # after its event: the same batch or a later one
 
     def _client_gone(self) -> bool:
         """A held request's client may give up (its own timeouts run on while the agent is frozen):
@@ -848,6 +986,7 @@ class RunningProxy:
             self._core.pool.close_all()
             self._core.wait_idle(2.0)
         self._core.pool.close_all()
+        self._core.outbox.close()
         self._thread.join(timeout=1.0)
 
     def __enter__(self) -> RunningProxy:

@@ -100,7 +100,9 @@ def estimate_input_tokens(body: bytes, model: str | None = None) -> int:
 OUTPUT_BYTES_PER_TOKEN = 3
 # The string fields that carry generated output in both wire formats (text, thinking, tool input,
 # chat content and tool-call arguments, Responses deltas).
-_CONTENT = re.compile(rb'"(?:text|thinking|partial_json|content|arguments|delta|refusal)"\s*:\s*"((?:[^"\\]|\\.)*)"')
+# The string body is matched as "unrolled" runs ([^"\\]* between escapes), not one alternation per
+# byte: 5x faster on a 2 KB text delta, and it runs on every sampled event of every response.
+_CONTENT = re.compile(rb'"(?:text|thinking|partial_json|content|arguments|delta|refusal)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 
 def content_bytes(data: bytes) -> int:

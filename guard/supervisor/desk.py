@@ -3,9 +3,9 @@ core, and its proxy thread waits for the verdict -- at once for forward and refu
 as the pause lasts for a held request, unless its client hangs up first."""
 from __future__ import annotations
 
+import itertools
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -47,6 +47,7 @@ class RequestDesk:
         self._settle = settle
         self._slots: dict[str, _Slot] = {}
         self._lock = threading.Lock()
+        self._ids = itertools.count(1)   # a request id names a request within this run only
 
     # called by the run (under its own lock) for every request action the core decided
     def resolve(self, action: Forward | Refuse | Hold) -> None:
@@ -61,7 +62,7 @@ class RequestDesk:
         slot.event.set()
 
     def admit(self, est: Estimate, tool: str, body: bytes, client_gone: Callable[[], bool]) -> Verdict:
-        rid = uuid.uuid4().hex
+        rid = f"r{next(self._ids)}"
         slot = _Slot()
         with self._lock:
             self._slots[rid] = slot

@@ -1,9 +1,13 @@
 """The agent's terminal output, copied to the developer's terminal.
 
-Two threads with a pipe between them: one reads the PTY, the other writes the terminal, so on
-two cores reading and writing overlap (both syscalls release the GIL). On a busy machine the
-copy is bound by how long each wake-up waits for a core, not by CPU (bench/pty_bench.py: a
-single-loop copy and `script` fare no better there).
+One thread, one loop: read the PTY (non-blocking, select only when it is dry), write the chunk to
+the terminal, read again. On a busy machine the copy is bound by how long each wake-up waits for
+a core, so the fewer threads that must wake per chunk the better: a reader and a writer thread
+with a pipe between them woke two threads and made four syscalls per chunk; with both cores busy
+it copied 50 MB at 40% of a direct `cat`, this loop at 78% (bench/pty_bench.py, one run).
+
+guard's own words (the pause prompt) go out under the same lock as the agent's chunks, so they
+land between two chunks, never inside one.
 """
 from __future__ import annotations
 
@@ -17,28 +21,27 @@ from guard.supervisor.modes import ModeTracker
 from guard.supervisor.terminal import write_all
 
 CHUNK = 1 << 16
+DRY_WAIT = 0.05     # how often a dry PTY looks whether the run asked the copy to finish
 
 
 class OutputPump:
     def __init__(self, master_fd: int, out_fd: int, tap: Callable[[bytes], None] | None = None,
                  on_eof: Callable[[], None] | None = None) -> None:
-        """`tap` sees every byte (from the reader thread); `on_eof` runs once the output ended."""
+        """`tap` sees every byte (from the pump's thread); `on_eof` runs once the output ended."""
         self.master_fd = master_fd
         self.out_fd = out_fd
         self._tap = tap
         self.modes = ModeTracker()   # what the output turned on: restore_sequence() at exit
         self._on_eof = on_eof
-        self._pipe_r, self._pipe_w = os.pipe()
         self._finishing = threading.Event()
-        self._w_lock = threading.Lock()   # the pipe's write end is closed under it, never reused
+        self._w_lock = threading.Lock()   # one writer at a time on the terminal
         self._w_open = True
+        self._out_ok = True               # False once the terminal went away: output is dropped
         self.done = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, name="guard-pty-read", daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, name="guard-pty-write", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name="guard-pty", daemon=True)
 
     def start(self) -> None:
-        self._reader.start()
-        self._writer.start()
+        self._thread.start()
 
     def say(self, text: str) -> bool:
         """guard's own words (the pause prompt) in order with the agent's output; False once
@@ -46,31 +49,31 @@ class OutputPump:
         with self._w_lock:
             if not self._w_open:
                 return False
-            write_all(self._pipe_w, text.encode())
+            self._write(text.encode())
             return True
 
     def finish(self, timeout: float = 2.0) -> None:
         """The agent has exited: copy what is left, but do not wait for a descendant that keeps
         the PTY open without writing."""
         self._finishing.set()
-        self._reader.join(timeout)
-        self._writer.join(timeout)
+        self._thread.join(timeout)
 
-    def _output(self, chunk: bytes) -> None:
-        """Every chunk of the agent's output passes here, in order, once: what watches the
-        output (adapters, trackers) is called from this one place."""
-        self.modes.feed(chunk)
-        if self._tap is not None:
-            self._tap(chunk)
-        write_all(self._pipe_w, chunk)
+    def _write(self, data: bytes) -> None:
+        if not self._out_ok:
+            return
+        try:
+            write_all(self.out_fd, data)
+        except OSError:
+            self._out_ok = False   # the terminal went away: keep reading so the agent never blocks
 
-    def _read_loop(self) -> None:
+    def _loop(self) -> None:
+        fd, modes, tap, lock = self.master_fd, self.modes, self._tap, self._w_lock
         try:
             while True:
                 try:
-                    data = os.read(self.master_fd, CHUNK)  # non-blocking: select only when dry
+                    data = os.read(fd, CHUNK)  # non-blocking: select only when dry
                 except BlockingIOError:
-                    ready, _, _ = select.select([self.master_fd], [], [], 0.05)
+                    ready, _, _ = select.select([fd], [], [], DRY_WAIT)
                     if not ready and self._finishing.is_set():
                         return
                     continue
@@ -80,24 +83,16 @@ class OutputPump:
                     raise
                 if not data:
                     return
-                self._output(data)
+                # Every chunk of the agent's output passes here, in order, once: what watches
+                # the output (adapters, trackers) is called from this one place.
+                modes.feed(data)
+                if tap is not None:
+                    tap(data)
+                with lock:
+                    self._write(data)
         finally:
-            with self._w_lock:
+            with lock:
                 self._w_open = False
-                os.close(self._pipe_w)
-
-    def _write_loop(self) -> None:
-        try:
-            while True:
-                data = os.read(self._pipe_r, CHUNK)
-                if not data:
-                    return
-                try:
-                    write_all(self.out_fd, data)
-                except OSError:
-                    pass  # the terminal went away: keep draining so the reader never blocks
-        finally:
-            os.close(self._pipe_r)
             self.done.set()
             if self._on_eof is not None:
                 self._on_eof()
