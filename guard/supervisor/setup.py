@@ -52,7 +52,10 @@ def supervisor(envr: Environment, settings: Settings, ledger: Ledger, adapter: A
     from guard.pricing import load_overrides
 
     overrides = load_overrides(Path(settings.prices).expanduser()) if settings.prices else None
-    pricer = Pricer(overrides, plan.unknown_price)  # type: ignore[arg-type]
+    from guard.price_store import PriceStore
+
+    # what earlier runs looked up today: a start that needs no new price never imports genai-prices
+    pricer = Pricer(overrides, plan.unknown_price, PriceStore(envr.home / "cache" / "prices.json"))  # type: ignore[arg-type]
     identity = identity_for(settings, envr, settings.task, tool)
     return Supervisor(envr, plan, ledger, adapter, tool_args, identity, pricer, dict(settings.notify or {}),
                       policy=settings, wrapper_dirs=wrapper_dirs, options=dict(settings.get(tool) or {}))
