@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guard import budgets
-from guard.adapters.base import Adapter
-from guard.config import Settings
-from guard.environment import Environment
-from guard.ledger import Ledger
-from guard.plan import RunPlan, build_plan
-from guard.pricing import Pricer
+
+if TYPE_CHECKING:   # the plan (and the decision core under it) is imported by the run alone, not
+    # by `guard stop` or `guard resume`, which come here only for the identity
+    from guard.adapters.base import Adapter
+    from guard.config import Settings
+    from guard.environment import Environment
+    from guard.ledger import Ledger
+    from guard.plan import RunPlan
 
 
 def team_policy(settings: Settings, home: Path) -> tuple[dict[str, Any], str] | None:
@@ -40,6 +42,8 @@ def identity_for(settings: Settings, envr: Environment, task: str | None, tool: 
 
 
 def plan_for(settings: Settings, envr: Environment, ledger: Ledger, tool: str) -> RunPlan:
+    from guard.plan import build_plan
+
     return build_plan(settings, tool, envr.interactive, team_policy(settings, envr.home),
                       task_grants(ledger, settings.task))
 
@@ -49,7 +53,7 @@ def supervisor(envr: Environment, settings: Settings, ledger: Ledger, adapter: A
     from guard.supervisor.run import Supervisor
 
     plan = plan_for(settings, envr, ledger, tool)
-    from guard.pricing import load_overrides
+    from guard.pricing import Pricer, load_overrides
 
     overrides = load_overrides(Path(settings.prices).expanduser()) if settings.prices else None
     from guard.price_store import PriceStore
