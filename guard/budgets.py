@@ -16,7 +16,6 @@ import shlex
 import socket
 import subprocess
 import time
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +387,8 @@ def deliver(notify: Mapping[str, Any], payload: dict[str, Any], timeout: float =
     """Webhook and/or command; a failure is logged, never fatal."""
     url = notify.get("webhook")
     if url:
+        import urllib.request   # only when there is a webhook: http.client and ssl cost every start
+
         try:
             req = urllib.request.Request(str(url), data=json.dumps(payload).encode(), method="POST",
                                          headers={"Content-Type": "application/json",

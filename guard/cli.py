@@ -15,7 +15,6 @@ from guard import __version__
 from guard.environment import Environment
 from guard.errors import ExitStatus, GuardError, UsageError
 from guard.options import VALUE_OPTIONS, flag_values, limit_options
-from guard.supervisor.ancestry import refuse_inside_run
 
 if TYPE_CHECKING:
     from guard.config import Settings
@@ -461,6 +460,8 @@ def resume(state: State, run_id: str, raise_usd: str | None, raise_tokens: str |
         raises["steps"] = parse_count(raise_steps, "--raise-steps")
     if raise_time is not None:
         raises["time"] = parse_duration(raise_time, "--raise-time")
+    from guard.supervisor.ancestry import refuse_inside_run
+
     refuse_inside_run("guard resume", state.ledger)
     run = state.ledger.get_run(run_id)
     who = _who(state)

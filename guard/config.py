@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from guard.config_sections import section_parser
 from guard.errors import ConfigError
 from guard.units import parse_count, parse_duration, parse_usd
@@ -152,6 +150,8 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def load_file(path: Path, settings: Settings) -> None:
+    import yaml   # here, not at import: a start without config files never pays for it
+
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as f:

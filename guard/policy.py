@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from guard.budgets import BudgetPolicy
 from guard.errors import ConfigError
@@ -126,6 +123,8 @@ def _show(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     if isinstance(v, (list, dict)):
+        import yaml
+
         return yaml.safe_dump(v, default_flow_style=True).strip()
     return str(v)
 
@@ -202,9 +201,13 @@ def effective_policy(policy: Mapping[str, Any] | None, config: Mapping[str, Any]
 def load_policy(ref: str, home: Path | None = None, timeout: float = 5.0) -> tuple[dict[str, Any], str]:
     """A policy from a path or an http(s) URL (cached under `home` so an unreachable server
     still yields the last policy seen). Returns (policy, source label)."""
+    import yaml   # here, not at import: a run without a policy never pays for it
+
     if re.match(r"^https?://", ref):
         cache = (home / "policy-cache" / (hashlib.sha256(ref.encode()).hexdigest()[:16] + ".yaml")
                  if home else None)
+        import urllib.request
+
         try:
             with urllib.request.urlopen(ref, timeout=timeout) as resp:
                 text = resp.read().decode()

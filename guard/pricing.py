@@ -201,12 +201,15 @@ def rates_from_genai(model: Any, when: datetime) -> ModelRates | None:
 
 
 class _RateCache:
-    """genai-prices' model lookup and rates, remembered per (model, provider, UTC day)."""
+    """genai-prices' model lookup and rates, remembered per (model, provider, UTC day), and kept
+    in `store` (guard.price_store) for later runs when there is one."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Any = None) -> None:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str | None], Any] = {}   # (ref, provider) -> (Provider, ModelInfo) | None
-        self._rates: dict[tuple[str, str | None, date], ModelRates | None] = {}
+        # (ref, provider, day) -> rates, "direct" (priced by genai-prices itself), None (unknown model)
+        self._answers: dict[tuple[str, str | None, date], ModelRates | str | None] = {}
+        self.store = store
 
     def lookup(self, ref: str, provider: str | None) -> Any:
         key = (ref, provider)
@@ -224,17 +227,23 @@ class _RateCache:
             self._models[key] = found
         return found
 
-    def rates(self, ref: str, provider: str | None, when: datetime) -> ModelRates | None:
+    def answer(self, ref: str, provider: str | None, when: datetime) -> ModelRates | str | None:
+        """The model's rates on `when`'s day; "direct" when they vary by time of day; None when
+        genai-prices does not know the model."""
         key = (ref, provider, when.date())
         try:
-            return self._rates[key]
+            return self._answers[key]
         except KeyError:
             pass
-        found = self.lookup(ref, provider)
-        rates = rates_from_genai(found[1], when) if found else None
+        held, answer = self.store.model(ref, provider, key[2]) if self.store is not None else (False, None)
+        if not held:
+            found = self.lookup(ref, provider)
+            answer = (rates_from_genai(found[1], when) or "direct") if found else None
+            if self.store is not None:
+                self.store.put_model(ref, provider, key[2], answer)
         with self._lock:
-            self._rates[key] = rates
-        return rates
+            self._answers[key] = answer
+        return answer
 
 
 def _genai_direct(ev: UsageEvent, ref: str, provider: str | None, when: datetime) -> float:
@@ -258,12 +267,14 @@ SELF_STATED_SOURCES = frozenset({"usage_file"})
 
 
 class Pricer:
-    def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max") -> None:
+    def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max",
+                 store: Any = None) -> None:
+        """`store`: a guard.price_store.PriceStore, so a run reuses what earlier runs looked up."""
         self.overrides = overrides or {}
         self.unknown = unknown
         self._priciest: dict[str | None, str] = {}
         self._lock = threading.Lock()
-        self._cache = _RateCache()
+        self._cache = _RateCache(store)
 
     def price(self, ev: UsageEvent) -> Price:
         if ev.cost_usd is not None:
@@ -346,16 +357,17 @@ class Pricer:
 
     def _rates(self, model: str, provider: str | None, when: datetime) -> ModelRates | None:
         for ref in dict.fromkeys((model, model.split("/", 1)[-1])):
-            if ref and self._cache.lookup(ref, provider):
-                return self._cache.rates(ref, provider, when)
+            answer = self._cache.answer(ref, provider, when) if ref else None
+            if answer is not None:
+                return answer if isinstance(answer, ModelRates) else None
         return None
 
     def _genai(self, ev: UsageEvent, model: str, provider: str | None, when: datetime) -> float | None:
         for ref in dict.fromkeys((model, model.split("/", 1)[-1])):
-            if not ref or not self._cache.lookup(ref, provider):
-                continue
-            rates = self._cache.rates(ref, provider, when)
+            rates = self._cache.answer(ref, provider, when) if ref else None
             if rates is None:
+                continue
+            if not isinstance(rates, ModelRates):
                 return _genai_direct(ev, ref, provider, when)
             return rates.cost(ev.input_tokens, ev.output_tokens, ev.cache_read_tokens,
                               ev.cache_write_tokens, min(ev.cache_write_1h_tokens, ev.cache_write_tokens))
@@ -365,9 +377,14 @@ class Pricer:
         with self._lock:
             if provider in self._priciest:
                 return self._priciest[provider] or None
+            now = datetime.now(UTC)
+            store = self._cache.store
+            held = store.priciest(provider, now.date()) if store is not None else None
+            if held is not None:
+                self._priciest[provider] = held
+                return held or None
             from genai_prices.data_snapshot import get_snapshot
 
-            now = datetime.now(UTC)
             best, best_usd = None, -1.0
             providers = [p for p in get_snapshot().providers if provider is None or p.id == provider]
             if provider is None:
@@ -382,4 +399,6 @@ class Pricer:
                     if usd > best_usd:
                         best, best_usd = m.id, usd
             self._priciest[provider] = best or ""
+            if store is not None:
+                store.put_priciest(provider, now.date(), best or "")
             return best

@@ -233,10 +233,11 @@ class AiderAdapter(Adapter):
         # SIGINT aborts the reply in flight (aider returns to its prompt, or ends a --message run);
         # a second SIGINT within 2 s exits it (soon after the first: given time, aider would read
         # its next queued message and start another call); SIGTERM (no handler: dies at once) and SIGKILL
-        # cover a wedged process.
+        # cover a wedged process. At its prompt aider may let the second SIGINT pass: SIGTERM comes
+        # 0.4 s after it, so a stop still ends within a second.
         return (
             (signal.SIGINT, 0.25),
-            (signal.SIGINT, 1.0),
+            (signal.SIGINT, 0.4),
             (signal.SIGTERM, 1.0),
             (signal.SIGKILL, 0.0),
         )

@@ -156,7 +156,10 @@ class OtlpReceiver:
         self.bind()
         assert self._httpd is not None
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="guard-otlp", daemon=True)
+            # shutdown() waits for the loop's next look at its flag: 50 ms, not socketserver's 0.5 s,
+            # on every run's way out
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="guard-otlp", daemon=True)
             self._thread.start()
 
     def _logs(self, raw: bytes, content_type: str) -> int:

@@ -1004,7 +1004,8 @@ def start_proxy(sink: Any, gate: BudgetGate, pricer: Any, env: Mapping[str, str]
     core = ProxyCore(sink, gate, pricer, env, secrets.token_urlsafe(24), default_tool)
     server = _Server(("127.0.0.1", 0), _Handler)
     server.core = core
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+    # shutdown() waits for the loop's next look at its flag: keep that short on the way out
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="guard-proxy", daemon=True)
     thread.start()
     # The first price lookup loads genai-prices' snapshot (hundreds of ms): do it now, not in

@@ -7,22 +7,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from guard.supervisor.tree import ProcessTree
+from guard.supervisor.tree import ProcessTree, scan_proc
 
 
 def reap_orphans(keep: set[int]) -> None:
-    """guard is a subreaper: adopted descendants become its zombies; bury them."""
+    """guard is a subreaper: adopted descendants become its zombies; bury them. One pass over
+    /proc, as the tree itself is read (psutil would cost every start its import)."""
     try:
-        import psutil
-
-        for p in psutil.Process().children():
-            if p.pid in keep:
-                continue
-            try:
-                if p.status() == psutil.STATUS_ZOMBIE:
+        me = os.getpid()
+        for p in scan_proc(None):
+            if p.ppid == me and p.state == "Z" and p.pid not in keep:
+                try:
                     os.waitpid(p.pid, os.WNOHANG)
-            except (psutil.Error, ChildProcessError):
-                pass
+                except ChildProcessError:
+                    pass
     except Exception:  # noqa: BLE001 - reaping is housekeeping, never fatal
         pass
 
@@ -45,12 +43,14 @@ def sweep(tree: ProcessTree | None, reap: Callable[[], None], during: Callable[[
 
 
 def dismiss_sentinel(sentinel: Any) -> None:
+    """Tell it guard ends normally, without waiting for it to go: it exits on reading the line
+    (still in the pipe if it is not reading yet), and whoever adopts it buries it."""
     try:
         sentinel.stdin.write(b"done\n")
         sentinel.stdin.close()
     except OSError:
         pass
-    sentinel.wait()
+    sentinel.returncode = 0   # Popen's destructor must not warn of, or wait for, a child still running
 
 
 def crashed(tree: ProcessTree | None, record: Callable[[], None]) -> None:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from guard import budgets
-from guard.adapters.base import Adapter
-from guard.config import Settings
-from guard.environment import Environment
-from guard.ledger import Ledger
-from guard.plan import RunPlan, build_plan, stricter_offline
-from guard.pricing import Pricer
+
+if TYPE_CHECKING:   # the plan (and the decision core under it) is imported by the run alone, not
+    # by `guard stop` or `guard resume`, which come here only for the identity
+    from guard.adapters.base import Adapter
+    from guard.config import Settings
+    from guard.environment import Environment
+    from guard.ledger import Ledger
+    from guard.plan import RunPlan
 
 
 def team_policy(settings: Settings, home: Path) -> tuple[dict[str, Any], str] | None:
@@ -40,6 +42,8 @@ def identity_for(settings: Settings, envr: Environment, task: str | None, tool: 
 
 
 def plan_for(settings: Settings, envr: Environment, ledger: Ledger, tool: str) -> RunPlan:
+    from guard.plan import build_plan
+
     return build_plan(settings, tool, envr.interactive, team_policy(settings, envr.home),
                       task_grants(ledger, settings.task))
 
@@ -50,11 +54,16 @@ def supervisor(envr: Environment, settings: Settings, ledger: Ledger, adapter: A
 
     plan = plan_for(settings, envr, ledger, tool)
     if hasattr(ledger, "offline_policy"):   # PostgreSQL: what shared ceilings count during an outage
+        from guard.plan import stricter_offline
+
         ledger.offline_policy = stricter_offline(plan, ledger.offline_policy)
-    from guard.pricing import load_overrides
+    from guard.pricing import Pricer, load_overrides
 
     overrides = load_overrides(Path(settings.prices).expanduser()) if settings.prices else None
-    pricer = Pricer(overrides, plan.unknown_price)  # type: ignore[arg-type]
+    from guard.price_store import PriceStore
+
+    # what earlier runs looked up today: a start that needs no new price never imports genai-prices
+    pricer = Pricer(overrides, plan.unknown_price, PriceStore(envr.home / "cache" / "prices.json"))  # type: ignore[arg-type]
     identity = identity_for(settings, envr, settings.task, tool)
     return Supervisor(envr, plan, ledger, adapter, tool_args, identity, pricer, dict(settings.notify or {}),
                       policy=settings, wrapper_dirs=wrapper_dirs, options=dict(settings.get(tool) or {}))
