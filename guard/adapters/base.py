@@ -78,6 +78,9 @@ class Adapter(ABC):
     # True when on_halt() asks the tool to end by itself (hooks, a refusing proxy): the run loop
     # then waits the configured grace before sending any signal.
     has_graceful_stop: bool = False
+    # True when winding down ends the tool's turn but not the tool (interactive Claude Code goes
+    # back to its prompt): a default grace would only be waited out, so only a set one applies.
+    returns_to_prompt: bool = False
 
     @abstractmethod
     def prepare(self, ctx: LaunchContext) -> Launch:

@@ -142,6 +142,7 @@ class ClaudeCodeAdapter(Adapter):
             # Code's own interrupt, ~0.1 s) beats waiting for the next tool boundary. The hooks
             # still refuse any tool call that starts before the signal lands.
             self.has_graceful_stop = False
+        self.returns_to_prompt = not args.print_mode
 
         # -- inner fences in -p mode (Claude Code enforces them itself, guard's ceilings stay primary)
         rem = ctx.remaining

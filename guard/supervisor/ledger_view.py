@@ -18,6 +18,16 @@ from guard.usage import Totals
 # Claude Code, Codex and the SDKs end by themselves on the proxy's refusal (402/400, not retried),
 # printing their own result (`claude -p --output-format json`): they get this long before signals.
 REFUSAL_GRACE = 2.0
+PROMPT_GRACE = 0.5   # long enough for the refusal to show at the prompt, then guard ends the tool
+
+
+def stop_grace(plan: RunPlan, adapter: Adapter) -> float:
+    """How long a halted tool may take to end by itself; known once the adapter has prepared."""
+    if not adapter.has_graceful_stop:
+        return 0.0
+    if adapter.returns_to_prompt and plan.sources.get("grace", "default") == "default":
+        return min(plan.grace, PROMPT_GRACE)
+    return plan.grace
 
 
 def initial_state(plan: RunPlan, ledger: Ledger, task: str, run_id: str, started_at: float,
@@ -33,7 +43,7 @@ def initial_state(plan: RunPlan, ledger: Ledger, task: str, run_id: str, started
         limits=limits, started_at=started_at, on_limit=plan.on_limit,  # type: ignore[arg-type]
         soft=(plan.soft_threshold,), interactive=interactive, unknown_price=plan.unknown_price,
         min_output=plan.min_output_tokens, stuck=plan.stuck_loop, named_task=plan.task is not None, prior=prior,
-        prior_seconds=prior_seconds, graceful=plan.grace if adapter.has_graceful_stop else 0.0,
+        prior_seconds=prior_seconds, graceful=stop_grace(plan, adapter),
         signals=tuple((int(sig), grace) for sig, grace in adapter.stop_sequence()),
         refusal_grace=REFUSAL_GRACE if plan.meter == "proxy" else 0.0)
 

@@ -17,14 +17,7 @@ from guard.adapters.base import Adapter
 from guard.environment import Environment
 from guard.errors import ExitStatus, Refused
 from guard.governor import RunState, start
-from guard.governor.events import (
-    AdapterFailed,
-    Budgets,
-    Event,
-    Exited,
-    LedgerUnreachable,
-    Tick,
-)
+from guard.governor.events import AdapterFailed, Budgets, Event, Exited, LedgerUnreachable, Tick
 from guard.ledger import Ledger, reservations
 from guard.ledger.offline import LedgerOffline
 from guard.ledger.records import RunRecord
@@ -125,6 +118,7 @@ class Supervisor:
             self.proxy = launch_env.start_metering_proxy(ctx, self.plan.tool, self.sink, self.core.desk,
                                                          self.pricer)
         launch = self.adapter.prepare(ctx)
+        self.core.state.graceful = ledger_view.stop_grace(self.plan, self.adapter)   # -p, --bare: none
         self.ledger.create_run(self._record(status="running"))
         for key, message in self.adapter.start_notices(self.pricer):
             if self.ledger.add_notice(self.run_id, key, message):
