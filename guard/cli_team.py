@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import yaml
 
 from guard import budgets
 from guard.errors import ConfigError, GuardError
@@ -85,6 +84,8 @@ def _default_context(ledger: str | None, config: str | None) -> TeamContext:
     source = "config"
     candidate = Path(path).expanduser() if path else Path.home() / ".config" / "guard" / "config.yaml"
     if path or candidate.exists():
+        import yaml   # only with a config file: a report without one never loads it
+
         try:
             cfg = yaml.safe_load(candidate.read_text()) or {}
         except OSError as e:
