@@ -33,8 +33,13 @@ class Sink:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
+        self._woken = False   # a byte is in the pipe that take() has not drained yet
 
     def wake(self) -> None:
+        # one byte per take(), not per event: at 10k lines/s a write each is a syscall each
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.write(self.write_fd, b"!")
         except BlockingIOError:
@@ -78,6 +83,9 @@ class Sink:
                 pass
         except BlockingIOError:
             pass
+        # after draining, before taking: whatever is emitted after the lists are taken writes
+        # a byte again (one emitted in between is in the lists)
+        self._woken = False
         with self._lock:
             out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes)
             self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []
