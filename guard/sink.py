@@ -19,11 +19,19 @@ class Mail:
     notes: list[tuple[str, str]]
 
 
+MAX_PENDING = 4096     # events an adapter thread may be ahead of the loop before it waits
+PENDING_WAIT = 1.0     # ... for at most this long: a loop that is not taking (it is closing) is not waited for
+
+
 class Sink:
-    """Thread-safe mailbox between adapter threads and the loop."""
+    """Thread-safe mailbox between adapter threads and the loop. A follower reading a big file
+    (or 10k lines/s) waits while MAX_PENDING events are untaken: memory stays bounded, and the
+    loop decides on lines soon after they are read rather than after a backlog."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._unbounded = False   # a wait timed out: the loop is not taking, do not wait again until it does
         self.events: list[UsageEvent] = []
         self.notices: list[tuple[str, str]] = []
         self.halts: list[tuple[str, str]] = []
@@ -47,6 +55,11 @@ class Sink:
 
     def emit(self, event: UsageEvent) -> None:
         with self._lock:
+            if (len(self.events) >= MAX_PENDING and not self._unbounded
+                    and threading.current_thread() is not threading.main_thread()):
+                # never the loop's own thread: it is the one that takes
+                if not self._room.wait_for(lambda: len(self.events) < MAX_PENDING, timeout=PENDING_WAIT):
+                    self._unbounded = True
             self.events.append(event)
         self.wake()
 
@@ -89,6 +102,8 @@ class Sink:
         with self._lock:
             out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes)
             self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []
+            self._unbounded = False
+            self._room.notify_all()
         return out
 
     def close(self) -> None:

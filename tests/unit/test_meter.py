@@ -75,3 +75,38 @@ def test_sink_writes_one_wake_byte_per_take_and_never_misses_one() -> None:
     assert select.select([s.read_fd], [], [], 0)[0] == [s.read_fd]
     assert [e.key for e in s.take().events] == ["late"]
     s.close()
+
+
+def test_an_adapter_thread_waits_while_the_loop_has_a_full_mailbox() -> None:
+    import threading
+
+    from guard.sink import MAX_PENDING
+
+    s = Sink()
+    done = threading.Event()
+
+    def reader() -> None:
+        for i in range(MAX_PENDING + 10):
+            s.emit(ev(f"k{i}"))
+        done.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    first = []
+    while not first:   # the reader fills the mailbox, then waits for a take
+        first = s.take().events if len(s.events) >= MAX_PENDING else []
+    t.join(timeout=10)
+    rest = s.take().events
+    assert done.is_set() and len(first) >= MAX_PENDING   # (more only if the take came late)
+    assert len({e.key for e in first + rest}) == len(first + rest) == MAX_PENDING + 10
+    s.close()
+
+
+def test_the_loop_thread_itself_never_waits() -> None:
+    from guard.sink import MAX_PENDING
+
+    s = Sink()
+    for i in range(MAX_PENDING + 10):
+        s.emit(ev(f"k{i}"))
+    assert len(s.take().events) == MAX_PENDING + 10
+    s.close()
