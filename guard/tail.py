@@ -40,6 +40,7 @@ TAIL_BYTES = 64           # the bytes just before the offset kept as part of the
 SAFETY_POLL = 1.0         # with inotify: a read every so often even if no event came
 FALLBACK_POLL = 0.1       # without inotify: how often the reader looks
 STOP_READ_SECONDS = 5.0   # at stop, the last records are read for at most this long
+WATCH_GAP = 0.005         # after the watcher woke a follower, it lets further events gather
 ROUND_GAP = 0.02          # after a round that read lines, the next waits this long
 MAX_DEPTH = 64            # a record nested deeper is skipped: no usage record is, and parsers recurse
 
@@ -233,6 +234,10 @@ class _Inotify:
                             woken.add(f)
             for f in woken:
                 f._wake.set()
+            if woken:
+                # the kernel merges a writer's repeated events while they wait unread: at 10k
+                # writes/s that is one event per pause here instead of ten thousand
+                time.sleep(WATCH_GAP)
 
     def _shutdown(self) -> None:
         os.write(self._stop_w, b"!")
