@@ -16,7 +16,7 @@ wakes the reader and reports its failure. Holes of sparse files are skipped with
 never read. One inotify descriptor and one thread (`_Inotify`, no watchdog: its threads cost
 more than the reading) serve every follower of the process, and only changes to the files a
 follower matches wake it (guard's own state.json writes beside a usage file do not). Wakes that
-come within ROUND_GAP of a round that read lines are gathered into the next round.
+come within a short gap of a round that read lines are gathered into the next round.
 """
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ SAFETY_POLL = 1.0         # with inotify: a read every so often even if no event
 FALLBACK_POLL = 0.1       # without inotify: how often the reader looks
 STOP_READ_SECONDS = 5.0   # at stop, the last records are read for at most this long
 WATCH_GAP = 0.005         # after the watcher woke a follower, it lets further events gather
-ROUND_GAP = 0.02          # after a round that read lines, the next waits this long
+ROUND_GAP = 0.02          # after a round that read lines, the next waits this long ...
+SLOW_ROUND_GAP = 0.04     # ... or this long after a round of fewer than SLOW_ROUND_LINES lines:
+SLOW_ROUND_LINES = 100    # a writer under 2,500 lines/s costs a batch and a commit per 40 ms
 MAX_DEPTH = 64            # a record nested deeper is skipped: no usage record is, and parsers recurse
 
 RecordCallback = Callable[[Path, dict[str, Any]], None]
@@ -283,6 +285,7 @@ class JsonlFollower:
         self._closing = False
         self._thread: threading.Thread | None = None
         self._read_any = False  # the last round read something
+        self._round_lines = 0   # ... and how many lines
         self.rounds = 0  # reading rounds so far: what wakes the follower, for tests and benches
         self._from_start = from_start
         if not from_start:
@@ -339,9 +342,10 @@ class JsonlFollower:
                 time.sleep(0)  # let the run loop have the interpreter between rounds
             elif self._read_any:
                 # A writer at 1,000 lines/s wakes us at each of its writes: gather what comes
-                # within ROUND_GAP into one round (one batch, one commit) instead of one each.
-                # A line after a quiet spell is read at once.
-                time.sleep(ROUND_GAP)
+                # within the gap into one round (one batch, one commit) instead of one each.
+                # A line after a quiet spell is read at once; a fast writer is read sooner
+                # (its crossing line is then decided within ROUND_GAP of being written).
+                time.sleep(SLOW_ROUND_GAP if self._round_lines < SLOW_ROUND_LINES else ROUND_GAP)
 
     def stop(self) -> None:
         """The agent has ended: stop watching and read the last records, for at most
@@ -413,6 +417,7 @@ class JsonlFollower:
         with self._lock:
             self.rounds += 1
             self._read_any = False
+            self._round_lines = 0
             for path in self._matching():
                 more = self._read(path) or more
         return more
@@ -527,6 +532,7 @@ class JsonlFollower:
 
     def _line(self, path: Path, state: _FileState, raw: bytes) -> None:
         state.line_no += 1
+        self._round_lines += 1
         raw = raw.strip()
         if not raw:
             return
