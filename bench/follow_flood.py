@@ -1,7 +1,9 @@
 """The usage-file follower under a flood: halt latency at 10k lines/s (target p99 <= 100 ms), and
 guard's CPU per usage line (target <= 0.05 ms), of the reading path alone and of the whole guard.
 
-    python bench/follow_flood.py [--runs 10] [--rate 10000] [--lines 50000]
+    python bench/follow_flood.py [--runs 10] [--rate 10000] [--lines 50000] [--busy]
+
+--busy: with both cores kept busy (one busy loop per core) throughout.
 
 Halt latency: the agent appends lines at --rate, each costing $0.001, under --max-usd 1; it
 notes when it wrote line 1000 (the crossing one) and when guard's SIGINT reached it.
@@ -18,9 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from _common import bench_env, pct
+from _load import busy_cores
 
 FLOOD = r"""
 import json, os, signal, sys, time
@@ -100,8 +104,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--rate", type=float, default=10000)
     ap.add_argument("--lines", type=int, default=50000)
+    ap.add_argument("--busy", action="store_true", help="keep every core busy throughout")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+          f"{', one busy loop per core' if args.busy else ''}")
+    with (busy_cores() if args.busy else nullcontext()), tempfile.TemporaryDirectory() as d:
         agent = Path(d) / "flood.py"
         agent.write_text(FLOOD)
         lat = []

@@ -3,20 +3,24 @@
 - RSS of the guard process as usage events accumulate in one run, sampled every --every events
   once guard has metered them, with the growth per event and the RSS projected at 1M events (run
   `--events 1000000` for the measured figure; the default keeps the bench short);
-- guard's CPU while the agent appends 1,000 lines/s, idle and with both cores busy (there is no
-  direct path to compare: it is guard's own cost, in % of one core and ms per line).
+- guard's CPU while the agent appends --rate lines/s (10 per write), idle and with both cores
+  busy, interleaved round by round with a direct run of the same writer (GUARD_USAGE_FILE set,
+  no guard): guard's own CPU (its process, all threads, the agent not included) in % of one
+  core and ms per line, beside the writer's own CPU direct and under guard.
 
-    python bench/memory_bench.py [--events 100000] [--every 20000] [--rate-seconds 10]
+    python bench/memory_bench.py [--events 100000] [--every 20000] [--rate 1000] [--rate-seconds 10] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -104,27 +108,81 @@ def memory(total: int, every: int, work: Path) -> None:
           f"(target <= 60 MB){'' if n2 < 1_000_000 else f'; measured at {n2:,d}: {r2:.0f} MB'}")
 
 
-def cpu_at_rate(rate: float, seconds: float, work: Path) -> tuple[float, int] | None:
+def _window(proc: psutil.Process, writer: psutil.Process | None, done: Path, settled: Callable[[], bool],
+            seconds: float) -> tuple[float, float, float] | None:
+    """(elapsed, CPU of proc, CPU of writer) from 1.5 s after the start (past guard's start-up)
+    until the writer is done and `settled`; None if that does not come in time."""
+    time.sleep(1.5)
+    c0 = proc.cpu_times()
+    w0 = writer.cpu_times() if writer else None
+    t0 = time.monotonic()
+    deadline = t0 + seconds * 10 + 60
+    while not done.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    w1 = writer.cpu_times() if writer else None
+    while not settled() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    c1 = proc.cpu_times()
+    if not done.exists() or not settled():
+        return None
+    wcpu = (w1.user + w1.system - w0.user - w0.system) if w0 and w1 else 0.0
+    return time.monotonic() - t0, (c1.user + c1.system) - (c0.user + c0.system), wcpu
+
+
+def cpu_guarded(rate: float, seconds: float, work: Path) -> tuple[float, float] | None:
+    """guard's own CPU in % of a core, and the writer's, while the writer appends at `rate`."""
     total = int(rate * seconds)
     g, env, done = start(total, rate, work)
     proc = psutil.Process(g.pid)
     try:
-        time.sleep(1.5)  # past start-up
-        c0 = proc.cpu_times()
-        t0 = time.monotonic()
-        deadline = t0 + seconds * 10 + 60
-        while not done.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        while metered(env) < total and time.monotonic() < deadline:
-            time.sleep(0.2)
-        c1 = proc.cpu_times()
-        elapsed = time.monotonic() - t0
-        if not done.exists():
-            return None
+        time.sleep(0.5)
+        writer = next((p for p in proc.children(recursive=True) if AGENT in p.cmdline()), None)
+        got = _window(proc, writer, done, lambda: metered(env) >= total, seconds)
     finally:
         stop(g)
-    cpu = (c1.user + c1.system) - (c0.user + c0.system)
-    return cpu / elapsed * 100, int(total)
+    if got is None:
+        return None
+    elapsed, cpu, wcpu = got
+    return cpu / elapsed * 100, wcpu / elapsed * 100
+
+
+def cpu_direct(rate: float, seconds: float, work: Path) -> float | None:
+    """The same writer without guard: its own CPU in % of a core."""
+    total = int(rate * seconds)
+    env = bench_env(work / f"home{time.monotonic_ns()}")
+    env["GUARD_USAGE_FILE"] = str(work / f"direct{time.monotonic_ns()}.jsonl")
+    done = work / f"done{time.monotonic_ns()}"
+    w = subprocess.Popen([sys.executable, "-c", AGENT, str(total), str(rate), str(done), "0"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        proc = psutil.Process(w.pid)
+        got = _window(proc, None, done, lambda: True, seconds)
+    finally:
+        stop(w)
+    return None if got is None else got[1] / got[0] * 100
+
+
+def cpu_at_rate(label: str, rate: float, seconds: float, rounds: int, work: Path) -> None:
+    guard_pct: list[float] = []
+    writer_under: list[float] = []
+    writer_direct: list[float] = []
+    for _ in range(rounds):   # interleaved: both see the same moment of the machine
+        d = cpu_direct(rate, seconds, work)
+        g = cpu_guarded(rate, seconds, work)
+        if d is not None:
+            writer_direct.append(d)
+        if g is not None:
+            guard_pct.append(g[0])
+            writer_under.append(g[1])
+    if not guard_pct or not writer_direct:
+        print(f"  {label}: the agent did not finish writing in time")
+        return
+    pct = statistics.median(guard_pct)
+    wd, wg = statistics.median(writer_direct), statistics.median(writer_under)
+    print(f"  {label}: guard {pct:.1f}% of a core, {pct * 10 / rate:.4f} ms per line "
+          f"(median of {len(guard_pct)}; rounds {', '.join(f'{p:.1f}%' for p in guard_pct)}); "
+          f"the writer itself: {wd:.2f}% of a core direct, {wg:.2f}% under guard")
 
 
 def main() -> None:
@@ -133,22 +191,18 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--rate-seconds", type=float, default=10.0)
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         print(f"guard run -- AGENT appending {a.events:,d} distinct usage lines as fast as it can, "
               f"one run; {os.cpu_count()} cores")
         memory(a.events, a.every, work)
-        print(f"guard CPU while the agent appends {a.rate:.0f} lines/s for {a.rate_seconds:.0f} s "
-              f"(target <= 5% of a core):")
+        print(f"guard CPU while the agent appends {a.rate:.0f} lines/s (10 per write) for {a.rate_seconds:.0f} s, "
+              f"interleaved with the writer alone (target <= 5% of a core, <= 0.05 ms per line):")
         for label, load in (("idle", nullcontext()), (f"both cores busy ({os.cpu_count()} busy loops)", busy_cores())):
             with load:
-                got = cpu_at_rate(a.rate, a.rate_seconds, work)
-            if got is None:
-                print(f"  {label}: the agent did not finish writing in time")
-            else:
-                pct, lines = got
-                print(f"  {label}: {pct:.1f}% of a core, {pct * 10 / a.rate:.3f} ms per line ({lines:,d} lines)")
+                cpu_at_rate(label, a.rate, a.rate_seconds, a.rounds, work)
 
 
 if __name__ == "__main__":

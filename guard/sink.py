@@ -21,11 +21,19 @@ class Mail:
     tools: list[Any]
 
 
+MAX_PENDING = 4096     # events an adapter thread may be ahead of the loop before it waits
+PENDING_WAIT = 1.0     # ... for at most this long: a loop that is not taking (it is closing) is not waited for
+
+
 class Sink:
-    """Thread-safe mailbox between adapter threads and the loop."""
+    """Thread-safe mailbox between adapter threads and the loop. A follower reading a big file
+    (or 10k lines/s) waits while MAX_PENDING events are untaken: memory stays bounded, and the
+    loop decides on lines soon after they are read rather than after a backlog."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._unbounded = False   # a wait timed out: the loop is not taking, do not wait again until it does
         self.events: list[UsageEvent] = []
         self.notices: list[tuple[str, str]] = []
         self.halts: list[tuple[str, str]] = []
@@ -33,10 +41,10 @@ class Sink:
         self.notes: list[tuple[str, str]] = []
         self.settles: list[tuple[str, str | None]] = []   # proxied requests done: (request id, shared reservation)
         self.tools: list[Any] = []       # ToolCall / ToolResult, for the core's stuck-loop rule
-        self._woken = False
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.read_fd, False)
         os.set_blocking(self.write_fd, False)
+        self._woken = False   # a byte is in the pipe that take() has not drained yet
 
     def wake(self) -> None:
         # One byte in the pipe is enough: the loop takes everything there is at once. The flag is
@@ -58,6 +66,11 @@ class Sink:
 
     def emit(self, event: UsageEvent) -> None:
         with self._lock:
+            if (len(self.events) >= MAX_PENDING and not self._unbounded
+                    and threading.current_thread() is not threading.main_thread()):
+                # never the loop's own thread: it is the one that takes
+                if not self._room.wait_for(lambda: len(self.events) < MAX_PENDING, timeout=PENDING_WAIT):
+                    self._unbounded = True
             self.events.append(event)
         self.wake()
 
@@ -104,6 +117,8 @@ class Sink:
             out = Mail(self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes, self.tools)
             self.events, self.notices, self.halts, self.accuracy, self.settles, self.notes = [], [], [], None, [], []
             self.tools = []
+            self._unbounded = False
+            self._room.notify_all()
         return out
 
     def close(self) -> None:

@@ -13,8 +13,10 @@ the file, and the meter merges reports of one key.
 Reading happens on one thread of the follower's own, in rounds of at most `ROUND_BYTES` per file,
 so a 20 GiB file or 10k lines/s never holds the run loop: `poll()` from a started follower only
 wakes the reader and reports its failure. Holes of sparse files are skipped with SEEK_DATA,
-never read. One inotify observer serves every follower of the process, and only changes to the
-files a follower matches wake it (guard's own state.json writes beside a usage file do not).
+never read. One inotify descriptor and one thread (`_Inotify`, no watchdog: its threads cost
+more than the reading) serve every follower of the process, and only changes to the files a
+follower matches wake it (guard's own state.json writes beside a usage file do not). Wakes that
+come within a short gap of a round that read lines are gathered into the next round.
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ TAIL_BYTES = 64           # the bytes just before the offset kept as part of the
 SAFETY_POLL = 1.0         # with inotify: a read every so often even if no event came
 FALLBACK_POLL = 0.1       # without inotify: how often the reader looks
 STOP_READ_SECONDS = 5.0   # at stop, the last records are read for at most this long
+WATCH_GAP = 0.005         # after the watcher woke a follower, it lets further events gather
+ROUND_GAP = 0.02          # after a round that read lines, the next waits this long ...
+SLOW_ROUND_GAP = 0.04     # ... or this long after a round of fewer than SLOW_ROUND_LINES lines:
+SLOW_ROUND_LINES = 100    # a writer under 2,500 lines/s costs a batch and a commit per 40 ms
 MAX_DEPTH = 64            # a record nested deeper is skipped: no usage record is, and parsers recurse
 
 RecordCallback = Callable[[Path, dict[str, Any]], None]
@@ -56,12 +62,16 @@ class FollowError(Exception):
 class LineRef:
     """Where a record was read: enough to key a record that has no id of its own. `generation`
     counts the versions of the file seen (a rewrite starts a new one); `digest` is the line's
-    content hash."""
+    content hash (computed when asked: most records have an id and never need it)."""
 
     path: Path
     generation: int
     line_no: int
-    digest: str
+    raw: bytes = field(repr=False)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.blake2b(self.raw, digest_size=12).hexdigest()
 
 
 RefRecordCallback = Callable[[Path, dict[str, Any], LineRef], None]
@@ -95,50 +105,147 @@ class SkipCounts:
         return self.malformed + self.not_utf8 + self.too_long + self.not_object + self.too_deep
 
 
-class _SharedObserver:
-    """The one inotify observer of the process; followers schedule their directories on it."""
+class _Inotify:
+    """The one inotify watcher of the process: one descriptor, one thread, for every follower.
+    Each event costs a read and a name match here, nothing more: only a change to a file a
+    follower matches (or a directory appearing under a recursive one) wakes that follower."""
+
+    MASK = (0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800)
+    # IN_MODIFY IN_ATTRIB IN_CLOSE_WRITE IN_MOVED_FROM IN_MOVED_TO IN_CREATE IN_DELETE
+    # IN_DELETE_SELF IN_MOVE_SELF: changes only (our own reads raise open/close-nowrite, which
+    # must not wake us, or every read would trigger the next)
+    IN_ISDIR, IN_IGNORED, IN_Q_OVERFLOW = 0x40000000, 0x8000, 0x4000
+    NEW_DIR = 0x100 | 0x80   # IN_CREATE | IN_MOVED_TO
 
     _lock = threading.Lock()
-    _observer: Any = None
-    _users = 0
+    _shared: _Inotify | None = None
+
+    def __init__(self) -> None:
+        import ctypes
+
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1")
+        self.fd = fd
+        self._stop_r, self._stop_w = os.pipe()
+        self._dirs: dict[int, tuple[bytes, set[JsonlFollower]]] = {}   # wd -> (dir, followers)
+        self._followers: dict[JsonlFollower, set[int]] = {}
+        self._thread = threading.Thread(target=self._run, name="guard-inotify", daemon=True)
+        self._thread.start()
 
     @classmethod
-    def schedule(cls, handler: Any, root: Path, recursive: bool, events: list[type]) -> Any:
-        from watchdog.observers.inotify import InotifyObserver
-
+    def schedule(cls, follower: JsonlFollower) -> None:
         with cls._lock:
-            if cls._observer is None:
-                obs = InotifyObserver()
-                obs.start()
-                cls._observer = obs
+            if cls._shared is None:
+                cls._shared = _Inotify()
+            me = cls._shared
+            me._followers.setdefault(follower, set())
             try:
-                watch = cls._observer.schedule(handler, str(root), recursive=recursive, event_filter=events)
-            except Exception:
-                if cls._users == 0:
-                    cls._shutdown()
+                me._add_tree(os.fsencode(follower.root), follower)
+            except OSError:
+                me._forget(follower)
                 raise
-            cls._users += 1
-            return watch
 
     @classmethod
-    def unschedule(cls, watch: Any) -> None:
+    def unschedule(cls, follower: JsonlFollower) -> None:
         with cls._lock:
-            if cls._observer is None:
+            me = cls._shared
+            if me is None or follower not in me._followers:
+                return
+            me._forget(follower)
+            if me._followers:
+                return
+            cls._shared = None
+        me._shutdown()   # not under the lock: the thread may be waiting for it
+
+    def _forget(self, follower: JsonlFollower) -> None:
+        for wd in self._followers.pop(follower, set()):
+            entry = self._dirs.get(wd)
+            if entry is None:
+                continue
+            entry[1].discard(follower)
+            if not entry[1]:
+                del self._dirs[wd]
+                self._libc.inotify_rm_watch(self.fd, wd)
+
+    def _add_tree(self, top: bytes, follower: JsonlFollower) -> None:
+        """Watch `top` for `follower` (and, for a recursive one, every directory below it)."""
+        todo = [top]
+        while todo:
+            path = todo.pop()
+            wd = self._libc.inotify_add_watch(self.fd, path, self.MASK)
+            if wd < 0:
+                import ctypes
+
+                err = ctypes.get_errno()
+                if path == top:
+                    raise OSError(err, os.strerror(err), os.fsdecode(path))
+                continue   # a subdirectory gone or unreadable meanwhile: the rounds still walk it
+            entry = self._dirs.setdefault(wd, (path, set()))
+            entry[1].add(follower)
+            self._followers[follower].add(wd)
+            if follower.recursive:
+                try:
+                    todo += [e.path for e in os.scandir(path) if e.is_dir(follow_symlinks=False)]
+                except OSError:
+                    pass
+
+    def _run(self) -> None:
+        import select
+        import struct
+
+        header = struct.Struct("iIII")
+        while True:
+            try:
+                ready, _, _ = select.select([self.fd, self._stop_r], [], [])
+            except InterruptedError:
+                continue
+            if self._stop_r in ready:
                 return
             try:
-                cls._observer.unschedule(watch)
-            except Exception:  # noqa: BLE001 - the directory may be gone already
-                pass
-            cls._users -= 1
-            if cls._users <= 0:
-                cls._shutdown()
+                data = os.read(self.fd, 64 * 1024)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            woken: set[JsonlFollower] = set()
+            with self._lock:
+                pos = 0
+                while pos + header.size <= len(data):
+                    wd, mask, _cookie, size = header.unpack_from(data, pos)
+                    name = data[pos + header.size:pos + header.size + size].rstrip(b"\0")
+                    pos += header.size + size
+                    if mask & self.IN_Q_OVERFLOW:   # events were lost: everyone reads again
+                        woken.update(self._followers)
+                        continue
+                    entry = self._dirs.get(wd)
+                    if entry is None:
+                        continue
+                    if mask & self.IN_IGNORED:
+                        self._dirs.pop(wd, None)
+                        for f in entry[1]:
+                            self._followers.get(f, set()).discard(wd)
+                        continue
+                    for f in entry[1]:
+                        if mask & self.IN_ISDIR:
+                            if f.recursive and mask & self.NEW_DIR and name:
+                                self._add_tree(entry[0] + b"/" + name, f)
+                            woken.add(f)
+                        elif not name or f._concerns(name):
+                            woken.add(f)
+            for f in woken:
+                f._wake.set()
+            if woken:
+                # the kernel merges a writer's repeated events while they wait unread: at 10k
+                # writes/s that is one event per pause here instead of ten thousand
+                time.sleep(WATCH_GAP)
 
-    @classmethod
-    def _shutdown(cls) -> None:
-        obs, cls._observer, cls._users = cls._observer, None, 0
-        if obs is not None:
-            obs.stop()
-            obs.join(timeout=2)
+    def _shutdown(self) -> None:
+        os.write(self._stop_w, b"!")
+        self._thread.join(timeout=2)
+        for fd in (self.fd, self._stop_r, self._stop_w):
+            os.close(fd)
 
 
 class JsonlFollower:
@@ -177,6 +284,8 @@ class JsonlFollower:
         self._wake = threading.Event()
         self._closing = False
         self._thread: threading.Thread | None = None
+        self._read_any = False  # the last round read something
+        self._round_lines = 0   # ... and how many lines
         self.rounds = 0  # reading rounds so far: what wakes the follower, for tests and benches
         self._from_start = from_start
         if not from_start:
@@ -198,35 +307,13 @@ class JsonlFollower:
     # -- watching -------------------------------------------------------------------------
 
     def start(self) -> None:
-        from watchdog.events import (
-            DirCreatedEvent,
-            DirMovedEvent,
-            FileClosedEvent,
-            FileCreatedEvent,
-            FileDeletedEvent,
-            FileModifiedEvent,
-            FileMovedEvent,
-            FileSystemEventHandler,
-        )
-
-        follower = self
-        # Only changes: our own reads raise open/close-no-write events, which must not wake us
-        # (they would make every read trigger the next one).
-        changes: list[type] = [FileModifiedEvent, FileCreatedEvent, FileMovedEvent, FileClosedEvent,
-                               FileDeletedEvent, DirCreatedEvent, DirMovedEvent]
-
-        class Handler(FileSystemEventHandler):
-            def on_any_event(self, event: Any) -> None:
-                if event.is_directory or follower._concerns(event.src_path) or \
-                        follower._concerns(getattr(event, "dest_path", "") or ""):
-                    follower._wake.set()
-
         self.root.mkdir(parents=True, exist_ok=True)
         if self._use_inotify:
             try:
-                self._watch = _SharedObserver.schedule(Handler(), self.root, self.recursive, changes)
+                _Inotify.schedule(self)
+                self._watch = self
                 self.watch_mode = "inotify"
-            except Exception:
+            except OSError:
                 self._watch = None
         if self._watch is None:
             self.watch_mode = "polling"
@@ -253,12 +340,18 @@ class JsonlFollower:
             if more:
                 self._wake.set()
                 time.sleep(0)  # let the run loop have the interpreter between rounds
+            elif self._read_any:
+                # A writer at 1,000 lines/s wakes us at each of its writes: gather what comes
+                # within the gap into one round (one batch, one commit) instead of one each.
+                # A line after a quiet spell is read at once; a fast writer is read sooner
+                # (its crossing line is then decided within ROUND_GAP of being written).
+                time.sleep(SLOW_ROUND_GAP if self._round_lines < SLOW_ROUND_LINES else ROUND_GAP)
 
     def stop(self) -> None:
         """The agent has ended: stop watching and read the last records, for at most
         STOP_READ_SECONDS (what is left unread past that is reported as a FollowError)."""
         if self._watch is not None:
-            _SharedObserver.unschedule(self._watch)
+            _Inotify.unschedule(self)
             self._watch = None
         if self._thread is not None:
             self._closing = True
@@ -323,6 +416,8 @@ class JsonlFollower:
         more = False
         with self._lock:
             self.rounds += 1
+            self._read_any = False
+            self._round_lines = 0
             for path in self._matching():
                 more = self._read(path) or more
         return more
@@ -384,6 +479,7 @@ class JsonlFollower:
                 if not chunk:
                     break
                 budget -= len(chunk)
+                self._read_any = True
                 self._remember(state, chunk)
                 state.offset += len(chunk)
                 self._feed(path, state, chunk)
@@ -436,6 +532,7 @@ class JsonlFollower:
 
     def _line(self, path: Path, state: _FileState, raw: bytes) -> None:
         state.line_no += 1
+        self._round_lines += 1
         raw = raw.strip()
         if not raw:
             return
@@ -448,7 +545,7 @@ class JsonlFollower:
             self._skip(path, "not_utf8")
             return
         try:
-            obj = json.loads(text, parse_int=_bounded_int)
+            obj = _loads(text)
         except RecursionError:
             self._skip(path, "too_deep")
             return
@@ -462,10 +559,20 @@ class JsonlFollower:
             self._skip(path, "too_deep")
             return
         if self.on_ref_record is not None:
-            digest = hashlib.blake2b(raw, digest_size=12).hexdigest()
-            self.on_ref_record(path, obj, LineRef(path, state.generation, state.line_no, digest))
+            self.on_ref_record(path, obj, LineRef(path, state.generation, state.line_no, raw))
         if self.on_record is not None:
             self.on_record(path, obj)
+
+
+def _loads(text: str) -> Any:
+    """json.loads, with a hook for huge integers only when the line holds one: a hook called
+    for every integer of every line doubles the cost of parsing."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise
+    except ValueError:
+        return json.loads(text, parse_int=_bounded_int)   # malformed raises again
 
 
 def _bounded_int(digits: str) -> int:

@@ -43,17 +43,23 @@ class UsageEvent:
     def __post_init__(self) -> None:
         # Whatever an adapter built, the ledger gets a key and model it can store (PostgreSQL
         # refuses NUL and lone surrogates) and counts its integer columns hold.
-        object.__setattr__(self, "key", safe_key(self.key))
-        if self.model is not None and (len(self.model) > MAX_KEY_CHARS or _UNSAFE_TEXT.search(self.model)):
-            object.__setattr__(self, "model", safe_text(self.model))
-        for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_write_1h_tokens",
-                     "cache_read_tokens", "steps"):
-            v = getattr(self, name)
-            if v > MAX_COUNT:
-                object.__setattr__(self, name, MAX_COUNT)
-                object.__setattr__(self, "estimated", True)
-            elif v < 0:
-                object.__setattr__(self, name, 0)
+        # (checked together first: this runs for every usage line, and almost every one is fine)
+        key, model = self.key, self.model
+        if len(key) > MAX_KEY_CHARS or _UNSAFE_TEXT.search(key):
+            object.__setattr__(self, "key", safe_key(key))
+        if model is not None and (len(model) > MAX_KEY_CHARS or _UNSAFE_TEXT.search(model)):
+            object.__setattr__(self, "model", safe_text(model))
+        counts = (self.input_tokens, self.output_tokens, self.cache_write_tokens, self.cache_write_1h_tokens,
+                  self.cache_read_tokens, self.steps)
+        if max(counts) > MAX_COUNT or min(counts) < 0:
+            for name in ("input_tokens", "output_tokens", "cache_write_tokens", "cache_write_1h_tokens",
+                         "cache_read_tokens", "steps"):
+                v = getattr(self, name)
+                if v > MAX_COUNT:
+                    object.__setattr__(self, name, MAX_COUNT)
+                    object.__setattr__(self, "estimated", True)
+                elif v < 0:
+                    object.__setattr__(self, name, 0)
         if self.cost_usd is not None and not (math.isfinite(self.cost_usd) and self.cost_usd >= 0):
             object.__setattr__(self, "cost_usd", None)
             object.__setattr__(self, "estimated", True)
@@ -203,6 +209,10 @@ class Largest:
     cache_read_tokens: int = 0
 
     def observe(self, ev: UsageEvent) -> Largest:
+        if (ev.input_tokens <= self.input_tokens and ev.output_tokens <= self.output_tokens
+                and ev.cache_write_tokens <= self.cache_write_tokens
+                and ev.cache_read_tokens <= self.cache_read_tokens):
+            return self   # the common case: no new largest, nothing to build
         return Largest(max(self.input_tokens, ev.input_tokens), max(self.output_tokens, ev.output_tokens),
                        max(self.cache_write_tokens, ev.cache_write_tokens),
                        max(self.cache_read_tokens, ev.cache_read_tokens))

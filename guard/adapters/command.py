@@ -30,18 +30,19 @@ class LineKeys:
         self._files: dict[Path, _KeySpace] = {}
 
     def key(self, ref: LineRef) -> str:
+        digest = ref.digest
         ks = self._files.get(ref.path)
         if ks is None:
-            ks = self._files[ref.path] = _KeySpace(ref.generation, ref.digest)
+            ks = self._files[ref.path] = _KeySpace(ref.generation, digest)
         elif ks.generation != ref.generation:
             ks.generation = ref.generation
             ks.seen = {}
-            if ref.digest != ks.first:
+            if digest != ks.first:
                 ks.space += 1
-                ks.first = ref.digest
-        n = ks.seen.get(ref.digest, 0)
-        ks.seen[ref.digest] = n + 1
-        return f"line:{ks.space}:{ref.digest}:{n}"
+                ks.first = digest
+        n = ks.seen.get(digest, 0)
+        ks.seen[digest] = n + 1
+        return f"line:{ks.space}:{digest}:{n}"
 
 
 @dataclass

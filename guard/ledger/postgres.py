@@ -287,6 +287,16 @@ class PostgresLedger(SqlLedger):
     def upsert_event(self, run_id: str, ev: UsageEvent, cost_usd: float, price_known: bool) -> None:
         self._write("upsert_event", (run_id, ev, cost_usd, price_known), {})
 
+    def upsert_events(self, batch: Sequence[tuple[str, UsageEvent, float, bool]]) -> None:
+        # outside a routed query, each event is an operation of the spool (one local commit for
+        # the batch), never a write straight to the server that would bypass it
+        if self._direct_depth:
+            SqlLedger.upsert_events(self, batch)
+            return
+        with self.transaction():
+            for args in batch:
+                self._write("upsert_event", args, {})
+
     def add_notice(self, run_id: str, key: str, message: str) -> bool:
         return bool(self._write("add_notice", (run_id, key, message), {}))
 

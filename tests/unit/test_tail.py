@@ -190,3 +190,33 @@ def test_a_hole_is_skipped_not_read(tmp_path):
     f, got = follower(tmp_path)
     f.poll()
     assert got == [{"n": 1}, {"n": 2}] and f.skipped.malformed == 1
+
+
+def test_watcher_follows_new_subdirectories_of_a_recursive_root(tmp_path):
+    """A subagent's transcript appears in a directory made after the follower started: the one
+    inotify watcher adds it, and its lines arrive without a poll."""
+    from tests.helpers import wait_until
+
+    got: list[dict] = []
+    f = JsonlFollower(tmp_path, "*.jsonl", lambda p, o: got.append(o), recursive=True)
+    f.start()
+    try:
+        assert f.watch_mode == "inotify"
+        wait_until(lambda: f.rounds >= 1, message="the first read")
+        sub = tmp_path / "s1" / "subagents"
+        sub.mkdir(parents=True)
+        from guard.tail import _Inotify
+
+        def watched() -> bool:
+            w = _Inotify._shared
+            return w is not None and any(d.endswith(b"/subagents") for d, _ in list(w._dirs.values()))
+
+        wait_until(watched, timeout=5, message="the new directory to be watched")
+        with open(sub / "agent-x.jsonl", "a") as fh:
+            fh.write('{"n": 1}\n')
+        wait_until(lambda: got, timeout=5, message="the line in the new directory")
+        with open(sub / "agent-x.jsonl", "a") as fh:
+            fh.write('{"n": 2}\n')
+        wait_until(lambda: len(got) == 2, timeout=5, message="a later line in the new directory")
+    finally:
+        f.stop()

@@ -9,8 +9,8 @@ from guard.tail import LineRef
 from guard.usage import MAX_COUNT, UNREADABLE_FLOOR, Largest, Unreadable, UsageEvent, parse_count
 
 
-def ref(n: int = 1, digest: str = "d") -> LineRef:
-    return LineRef(Path("usage.jsonl"), 0, n, digest)
+def ref(n: int = 1, line: bytes = b"d") -> LineRef:
+    return LineRef(Path("usage.jsonl"), 0, n, line)
 
 
 def event(obj: dict, largest: Largest = Largest()):
@@ -89,9 +89,9 @@ def test_keys_and_models_any_ledger_can_store():
 
 def test_lines_without_id_keep_their_key_when_read_again():
     keys = LineKeys()
-    first = [keys.key(LineRef(Path("u"), 0, i, d)) for i, d in enumerate("abab")]
+    first = [keys.key(LineRef(Path("u"), 0, i, d)) for i, d in enumerate(b"a b a b".split())]
     assert len(set(first)) == 4  # equal lines are distinct calls
-    again = [keys.key(LineRef(Path("u"), 1, i, d)) for i, d in enumerate("abab")]
+    again = [keys.key(LineRef(Path("u"), 1, i, d)) for i, d in enumerate(b"a b a b".split())]
     assert again == first        # a re-read version of the file yields the same keys
 
 
