@@ -217,6 +217,9 @@ CASES = [(name, interactive) for interactive in (True, False) for name in ("[s]t
 
 def main() -> None:
     agents = sys.argv[1:] or ["claude", "aider"]
+    unknown = [a for a in agents if a not in ("claude", "aider")]
+    if unknown:
+        sys.exit(f"usage: python3 bench/stop_latency.py [claude|aider ...] (not {unknown[0]!r})")
     print(f"{ROUNDS} rounds per case; median and worst; target <= {TARGET_S:.1f} s; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     runners = {"claude": claude_case, "aider": aider_case}
