@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,7 +79,10 @@ def test_stuck_loop_halts_before_the_budget(world: ClaudeWorld, tag: str) -> Non
     [run] = world.runs()
     assert run["halt"]["ceiling"] == "stuck_loop"
     assert "5 times in a row" in run["halt"]["message"]
-    assert 5 <= run["usage"]["steps"] <= 7
+    # decided on the 5th repeat as guard read it (a loaded machine reads the transcript later, so
+    # the step count at the decision varies); after it at most the response in flight
+    halted_at = int(re.match(r"halted at step (\d+):", run["halt"]["message"]).group(1))
+    assert 5 <= halted_at <= run["usage"]["steps"] <= halted_at + 1
     assert pids_alive(tag) == []
 
 
