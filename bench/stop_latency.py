@@ -98,7 +98,7 @@ def claude_case(case: str, interactive: bool) -> float:
         env = w.env(GUARD_METER="auto", PYTHONPATH=str(REPO))   # this checkout's guard
         on_limit = "pause" if case == "[s]top" else "stop"
         limits = ["--max-steps", "3"] if case != "guard stop" else []
-        head = [*GUARD, *limits, "--on-limit", on_limit, "--grace", "5s", "claude", "--allowedTools", "Bash"]
+        head = [*GUARD, *limits, "--on-limit", on_limit, "claude", "--allowedTools", "Bash"]
         if interactive:
             child = pexpect.spawn(head[0], head[1:], env=env, cwd=str(w.project), dimensions=(40, 140),
                                   encoding="utf-8", codec_errors="replace", timeout=60)
@@ -166,7 +166,7 @@ def aider_case(case: str, interactive: bool) -> float:
         env = w.env(PYTHONPATH=str(REPO))   # this checkout's guard
         on_limit = "pause" if case == "[s]top" else "stop"
         limits = ["--max-steps", "3"] if case != "guard stop" else []
-        head = [*GUARD, *limits, "--on-limit", on_limit, "--grace", "5s", "aider", *w.aider_args(w.fake)]
+        head = [*GUARD, *limits, "--on-limit", on_limit, "aider", *w.aider_args(w.fake)]
         served = lambda: len(w.fake.requests)   # noqa: E731
         if interactive:
             child = pexpect.spawn(head[0], head[1:], env=env, cwd=str(w.repo), dimensions=(40, 120),
