@@ -473,7 +473,7 @@ class JsonlFollower:
                 return False
             budget = ROUND_BYTES
             while budget > 0:
-                self._skip_hole(fd, st.st_size, path, state)
+                self._skip_hole(fd, path, state)
                 want = min(budget, 1 << 16)
                 chunk = os.pread(fd, want, state.offset)
                 if not chunk:
@@ -492,14 +492,16 @@ class JsonlFollower:
         finally:
             os.close(fd)
 
-    def _skip_hole(self, fd: int, size: int, path: Path, state: _FileState) -> None:
+    def _skip_hole(self, fd: int, path: Path, state: _FileState) -> None:
         """A hole is NUL bytes nobody wrote: never read it. Whatever line it falls in is garbage."""
-        try:
-            data = os.lseek(fd, state.offset, os.SEEK_DATA)
-        except OSError as e:
-            if e.errno != errno.ENXIO:
-                return  # no SEEK_DATA here: read the bytes
-            data = size  # only a hole up to the end
+        data = _next_data(fd, state.offset)
+        if data is None:
+            # no data past the offset, or none yet: the size the caller saw may be stale (a
+            # writer that truncated meanwhile), and skipping to it would skip its next line
+            now = os.fstat(fd).st_size
+            data = _next_data(fd, state.offset) if now > state.offset else state.offset
+            if data is None:
+                data = now   # only a hole up to the end
         if data <= state.offset:
             return
         if not state.discarding:
@@ -562,6 +564,15 @@ class JsonlFollower:
             self.on_ref_record(path, obj, LineRef(path, state.generation, state.line_no, raw))
         if self.on_record is not None:
             self.on_record(path, obj)
+
+
+def _next_data(fd: int, offset: int) -> int | None:
+    """Where the next written byte at or after `offset` is; None when there is none (ENXIO).
+    Without SEEK_DATA, `offset` itself: the bytes are read as they are."""
+    try:
+        return os.lseek(fd, offset, os.SEEK_DATA)
+    except OSError as e:
+        return None if e.errno == errno.ENXIO else offset
 
 
 def _loads(text: str) -> Any:

@@ -220,3 +220,30 @@ def test_watcher_follows_new_subdirectories_of_a_recursive_root(tmp_path):
         wait_until(lambda: len(got) == 2, timeout=5, message="a later line in the new directory")
     finally:
         f.stop()
+
+
+def test_truncated_while_the_round_looks_skips_nothing(tmp_path):
+    """The writer truncates between the round's fstat and its read, then writes its next line:
+    the round saw the old size, and must not take the now empty file for a hole up to it."""
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"id": "call-1"}\n')
+
+    class Racing(JsonlFollower):
+        race = False
+
+        def _rewritten(self, fd, st, state):
+            if self.race:   # the writer's truncate lands here, after the round's fstat
+                self.race = False
+                os.truncate(path, 0)
+            return super()._rewritten(fd, st, state)
+
+    got: list[dict] = []
+    f = Racing(tmp_path, "*.jsonl", lambda p, o: got.append(o))
+    f.poll()
+    path.write_text('{"id": "call-2"}\n')   # same length: the size alone says nothing changed
+    f.race = True
+    f.poll()
+    with open(path, "a") as out:
+        out.write('{"id": "call-3"}\n')
+    f.poll()
+    assert [o["id"] for o in got] == ["call-1", "call-3"] and f.skipped.total == 0
