@@ -29,25 +29,12 @@ from typing import Any
 
 from _common import REPO
 
+from tests.helpers import wait_until
+
 TARGET_S = 1.0
 ROUNDS = int(os.environ.get("BENCH_STOP_ROUNDS", "3"))
 GUARD = [sys.executable, "-m", "guard"]
 PROMPT = "\u276f"   # Claude Code's input prompt
-
-
-class Missed(Exception):
-    pass
-
-
-def until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise Missed(f"timed out waiting for {what}")
-        time.sleep(step)
 
 
 def running_id(home: Path, env: dict[str, str]) -> str | None:
@@ -70,7 +57,7 @@ def halt_at(home: Path) -> float | None:
 
 
 def exit_of(alive: Callable[[], bool], timeout: float = 30) -> float:
-    until(lambda: not alive(), timeout, "guard's exit", step=0.005)
+    wait_until(lambda: not alive(), timeout, 0.005, "guard's exit")
     return time.time()
 
 
@@ -111,7 +98,7 @@ def claude_case(case: str, interactive: bool) -> float:
                     except (pexpect.TIMEOUT, pexpect.EOF):
                         pass
                     return pattern in seen[0]
-                until(found, timeout, repr(pattern), step=0)
+                wait_until(found, timeout, 0, repr(pattern))
             try:
                 read(PROMPT)
                 child.send("LOOP BENCHLOOP please")
@@ -202,12 +189,12 @@ def _finish(case: str, home: Path, env: dict[str, str], alive: Callable[[], bool
         press_s()
         return exit_of(alive) - t0
     if case == "guard stop":
-        until(lambda: served() >= 2, 90, "the agent at work")
-        run_id = until(lambda: running_id(home, env), 30, "the run in the ledger", step=0.1)
+        wait_until(lambda: served() >= 2, 90, message="the agent at work")
+        run_id = wait_until(lambda: running_id(home, env), 30, 0.1, "the run in the ledger")
         t0 = time.time()
         subprocess.run([*GUARD, "stop", run_id], env=env, capture_output=True, timeout=30, check=True)
         return exit_of(alive) - t0
-    t0 = until(lambda: halt_at(home), 120, "the halt", step=0.005)
+    t0 = wait_until(lambda: halt_at(home), 120, 0.005, "the halt")
     return exit_of(alive) - t0
 
 
@@ -236,7 +223,7 @@ def main() -> None:
             for _ in range(ROUNDS):
                 try:
                     got.append(runners[agent](case, interactive))
-                except (Missed, AssertionError, subprocess.SubprocessError, OSError) as e:
+                except (AssertionError, subprocess.SubprocessError, OSError) as e:
                     misses.append(str(e) or type(e).__name__)
                 except Exception as e:  # noqa: BLE001 - pexpect's timeouts and EOFs: a missed round
                     misses.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
