@@ -14,10 +14,13 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from guard.errors import ConfigError
 from guard.usage import UsageEvent
+
+if TYPE_CHECKING:   # price_store imports this module's ModelRates
+    from guard.price_store import PriceStore
 
 UnknownPolicy = Literal["max", "refuse"]
 
@@ -204,7 +207,7 @@ class _RateCache:
     """genai-prices' model lookup and rates, remembered per (model, provider, UTC day), and kept
     in `store` (guard.price_store) for later runs when there is one."""
 
-    def __init__(self, store: Any = None) -> None:
+    def __init__(self, store: PriceStore | None = None) -> None:
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str | None], Any] = {}   # (ref, provider) -> (Provider, ModelInfo) | None
         # (ref, provider, day) -> rates, "direct" (priced by genai-prices itself), None (unknown model)
@@ -268,7 +271,7 @@ SELF_STATED_SOURCES = frozenset({"usage_file"})
 
 class Pricer:
     def __init__(self, overrides: dict[str, Rates] | None = None, unknown: UnknownPolicy = "max",
-                 store: Any = None) -> None:
+                 store: PriceStore | None = None) -> None:
         """`store`: a guard.price_store.PriceStore, so a run reuses what earlier runs looked up."""
         self.overrides = overrides or {}
         self.unknown = unknown
