@@ -43,7 +43,7 @@ def initial_state(plan: RunPlan, ledger: Ledger, task: str, run_id: str, started
         limits=limits, started_at=started_at, on_limit=plan.on_limit,  # type: ignore[arg-type]
         soft=(plan.soft_threshold,), interactive=interactive, unknown_price=plan.unknown_price,
         min_output=plan.min_output_tokens, stuck=plan.stuck_loop, named_task=plan.task is not None, prior=prior,
-        prior_seconds=prior_seconds, graceful=stop_grace(plan, adapter),
+        prior_seconds=prior_seconds,
         signals=tuple((int(sig), grace) for sig, grace in adapter.stop_sequence()),
         refusal_grace=REFUSAL_GRACE if plan.meter == "proxy" else 0.0)
 

@@ -118,7 +118,7 @@ class Supervisor:
             self.proxy = launch_env.start_metering_proxy(ctx, self.plan.tool, self.sink, self.core.desk,
                                                          self.pricer)
         launch = self.adapter.prepare(ctx)
-        self.core.state.graceful = ledger_view.stop_grace(self.plan, self.adapter)   # -p, --bare: none
+        self.core.state.graceful = ledger_view.stop_grace(self.plan, self.adapter)   # known once prepared
         self.ledger.create_run(self._record(status="running"))
         for key, message in self.adapter.start_notices(self.pricer):
             if self.ledger.add_notice(self.run_id, key, message):
